@@ -1,0 +1,63 @@
+"""``neural-state``: the residual MLP recurrence of the original SSM-MetaRL-TestCompute.
+
+    h_t = MLP_h(h_{t-1}) + W x_t
+    y_t = MLP_y(h_t) + V x_t
+
+The original project called this its "state space model"; it is kept so its claims can be
+reproduced beside a real SSM (models/ssm.py). It has no structure to exploit, so sequence mode is
+a Python loop over time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from models.base import ModelConfig, SequenceModel, State
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralStateConfig(ModelConfig):
+    """Attributes:
+    state_dim: size of h; 0 means ``hidden_dim``.
+    """
+
+    state_dim: int = 0
+
+
+def _two_layer(width_in: int, width: int, width_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width_in, width), nn.Tanh(), nn.Linear(width, width_out))
+
+
+class NeuralState(SequenceModel):
+    """Residual-MLP recurrence; state ``h`` of shape (B, state_dim)."""
+
+    name = "neural-state"
+    config_class = NeuralStateConfig
+
+    def __init__(self, config: NeuralStateConfig) -> None:
+        super().__init__(config)
+        self.state_dim = config.state_dim or config.hidden_dim
+        self.transition = _two_layer(self.state_dim, config.hidden_dim, self.state_dim)  # MLP_h
+        self.input_map = nn.Linear(config.input_dim, self.state_dim, bias=False)  # W
+        self.readout = _two_layer(self.state_dim, config.hidden_dim, config.output_dim)  # MLP_y
+        self.skip = nn.Linear(config.input_dim, config.output_dim, bias=False)  # V
+
+    def _init_state(self, batch_size: int, device: torch.device) -> State:
+        return torch.zeros(batch_size, self.state_dim, device=device)
+
+    def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h = self.transition(state) + self.input_map(x)  # (B, S)
+        return self.readout(h) + self.skip(x), h
+
+    def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        drive = self.input_map(x)  # (B, T, S), all steps at once
+        hs = []
+        h = state
+        for t in range(x.shape[1]):
+            h = self.transition(h) + drive[:, t]
+            hs.append(h)
+        hidden = torch.stack(hs, dim=1)  # (B, T, S)
+        return self.readout(hidden) + self.skip(x), h
