@@ -1,0 +1,261 @@
+"""The ``dynamics`` protocol: meta-learn a next-observation-change model and measure adaptation.
+
+For one cell (task, model, arm, seed), top to bottom:
+
+1. collect seeded random-policy episodes on training and held-out test tasks; normalise with
+   statistics of the training tasks only;
+2. train the model for ``meta_iterations`` steps on windows of ``sequence_length`` steps:
+   ``maml`` with MetaMAML (Finn et al. 2017), ``pretrain`` jointly on support and query windows of
+   the same tasks with the same number of gradient steps and no inner loop;
+3. on held-out tasks: query MSE after k = 0..K inner SGD steps on the support windows
+   (``query_mse``, step = k); the one-step error along a stream whose task switches mid-episode,
+   without (``maml``, ``pretrain``) and with the Adapter updating online (``maml+adapter``)
+   (``online_mse``, step = time relative to the switch); wall times and the parameter count.
+
+Evaluation never changes the trained weights: MAML adapts functional copies, and the Adapter runs
+inside ``session()``, which restores the weights after each stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from adaptation import AdaptationConfig, Adapter
+from meta import MetaMAML, Task, TaskBatch
+from models import SequenceModel, count_params, make_model
+from suites.data import TaskData, collect, collect_switching_stream, fit_normalizer
+from suites.protocols.base import Cell, Measurement
+from suites.protocols.windows import sample_windows, split_episodes, to_windows
+from suites.tasks import get_task
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsSettings:
+    """Budgets and evaluation settings of the dynamics protocol.
+
+    Attributes:
+        train_tasks: training tasks sampled per cell.
+        test_tasks: held-out tasks evaluated per cell.
+        episodes_per_task: episodes collected per task.
+        support_episodes: of those, episodes that give support windows (the rest give queries).
+        horizon: steps per collected episode.
+        sequence_length: steps per support / query window.
+        support_windows: windows per task in a support set (K-shot).
+        query_windows: windows per task in a query set.
+        meta_iterations: outer steps (and gradient steps of the pretrain arm).
+        meta_batch: tasks per outer step.
+        inner_steps: inner SGD steps during meta-training.
+        inner_lr: inner SGD learning rate (also used for k-step adaptation at test time).
+        outer_lr: Adam learning rate of the outer step (and of pretraining).
+        first_order: first-order MAML (no second derivatives).
+        eval_inner_steps: K; query MSE is recorded after 0..K inner steps.
+        log_every: record the training loss every this many iterations.
+        streams: held-out task-switch streams for the online error.
+        stream_horizon: steps per stream.
+        switch_at: the step at which a stream's task switches.
+        adapter_window: steps per online Adapter update (and prediction chunk).
+        adapter_lr: Adapter learning rate.
+        adapter_steps: Adapter steps per window.
+        timing_repeats: repetitions of the adaptation / step latency measurements (median).
+    """
+
+    train_tasks: int = 32
+    test_tasks: int = 8
+    episodes_per_task: int = 4
+    support_episodes: int = 2
+    horizon: int = 100
+    sequence_length: int = 25
+    support_windows: int = 4
+    query_windows: int = 4
+    meta_iterations: int = 100
+    meta_batch: int = 8
+    inner_steps: int = 1
+    inner_lr: float = 0.1
+    outer_lr: float = 3e-3
+    first_order: bool = False
+    eval_inner_steps: int = 3
+    log_every: int = 10
+    streams: int = 4
+    stream_horizon: int = 200
+    switch_at: int = 100
+    adapter_window: int = 10
+    adapter_lr: float = 3e-3
+    adapter_steps: int = 2
+    timing_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "first_order" and not value > 0:
+                raise ValueError(f"{f.name}: expected a positive number, got {value!r}")
+        if self.switch_at >= self.stream_horizon:
+            raise ValueError(f"switch_at: expected less than stream_horizon {self.stream_horizon}, got {self.switch_at}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """Normalised support and query windows, (tasks, windows, L, D) each."""
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+
+    @classmethod
+    def from_data(cls, data: TaskData, s: DynamicsSettings) -> Windows:
+        xy = torch.cat([data.inputs, data.targets], dim=-1)
+        support, query = split_episodes(xy, s.support_episodes)
+        support, query = to_windows(support, s.sequence_length), to_windows(query, s.sequence_length)
+        d = data.inputs.shape[-1]
+        return cls(support[..., :d], support[..., d:], query[..., :d], query[..., d:])
+
+    def batch(self, task_idx: np.ndarray, s: DynamicsSettings, rng: np.random.Generator) -> TaskBatch:
+        d = self.support_x.shape[-1]
+        support = sample_windows(torch.cat([self.support_x, self.support_y], -1), task_idx, s.support_windows, rng)
+        query = sample_windows(torch.cat([self.query_x, self.query_y], -1), task_idx, s.query_windows, rng)
+        return TaskBatch(support[..., :d], support[..., d:], query[..., :d], query[..., d:])
+
+
+def run(cell: Cell) -> list[Measurement]:
+    """Run one dynamics cell (see the module docstring)."""
+    s: DynamicsSettings = cell.settings
+    dist = get_task(cell.task)
+    rng = np.random.default_rng(cell.seed)
+
+    # 1. data: training and held-out tasks, normalised with training statistics only
+    train_params = dist.sample(s.train_tasks, rng)
+    test_params = dist.test_tasks(s.test_tasks)
+    train_data = collect(dist, train_params, s.episodes_per_task, s.horizon, seed=cell.seed)
+    test_data = collect(dist, test_params, s.episodes_per_task, s.horizon, seed=10_000 + cell.seed)
+    normalizer = fit_normalizer(train_data)
+    train = Windows.from_data(normalizer.apply(train_data), s)
+    test = Windows.from_data(normalizer.apply(test_data), s)
+
+    # 2. training
+    model = make_model(cell.model, train_data.inputs.shape[-1], train_data.targets.shape[-1],
+                       param_budget=cell.param_budget)  # fmt: skip
+    maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
+                    first_order=s.first_order)  # fmt: skip
+    out = [Measurement(arm, "params", 0, float(count_params(model))) for arm in cell.arms]
+    start = time.perf_counter()
+    curve = _train_maml(maml, train, s, rng) if cell.arm == "maml" else _pretrain(model, train, s, rng)
+    train_time = time.perf_counter() - start
+    for arm in cell.arms:
+        out += [Measurement(arm, "meta_train_loss", it, loss) for it, loss in curve]
+        out.append(Measurement(arm, "time_meta_train_s", 0, train_time))
+
+    # 3. held-out evaluation
+    model.eval()
+    query_curve = _query_mse(maml, test, s)
+    adapt_ms, step_ms = _latencies(maml, test, s)
+    streams = _streams(dist, test_params, normalizer, s, seed=20_000 + cell.seed)
+    for arm in cell.arms:
+        with_adapter = arm.endswith("+adapter")
+        if not with_adapter:
+            out += [Measurement(arm, "query_mse", k, v) for k, v in enumerate(query_curve)]
+        errors = _online_errors(model, streams, s, with_adapter)
+        out += [Measurement(arm, "online_mse", t - s.switch_at, e) for t, e in enumerate(errors)]
+        out += [Measurement(arm, "time_adapt_ms", 0, adapt_ms), Measurement(arm, "time_step_ms", 0, step_ms)]
+    return out
+
+
+def _train_maml(maml: MetaMAML, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> list[tuple[int, float]]:
+    curve = []
+    n_tasks = train.support_x.shape[0]
+    for it in range(s.meta_iterations):
+        idx = rng.choice(n_tasks, size=min(s.meta_batch, n_tasks), replace=False)
+        loss = maml.meta_update(train.batch(idx, s, rng))
+        if it % s.log_every == 0 or it == s.meta_iterations - 1:
+            curve.append((it, float(loss)))
+    return curve
+
+
+def _pretrain(model: SequenceModel, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> list[tuple[int, float]]:
+    """Joint training: the same tasks, windows and number of steps as MAML, no inner loop."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.outer_lr)
+    curve = []
+    n_tasks = train.support_x.shape[0]
+    for it in range(s.meta_iterations):
+        idx = rng.choice(n_tasks, size=min(s.meta_batch, n_tasks), replace=False)
+        b = train.batch(idx, s, rng)
+        x = torch.cat([b.support_x, b.query_x], 1).flatten(0, 1)  # (n * 2K, L, D)
+        y = torch.cat([b.support_y, b.query_y], 1).flatten(0, 1)
+        pred, _ = model(x, model.init_state(x.shape[0]))
+        loss = torch.nn.functional.mse_loss(pred, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if it % s.log_every == 0 or it == s.meta_iterations - 1:
+            curve.append((it, loss.item()))
+    return curve
+
+
+def _query_mse(maml: MetaMAML, test: Windows, s: DynamicsSettings) -> list[float]:
+    """Mean over held-out tasks of the query MSE after k = 0..K inner steps."""
+    per_task = []
+    for i in range(test.support_x.shape[0]):
+        task = Task(test.support_x[i], test.support_y[i], test.query_x[i], test.query_y[i])
+        per_task.append(maml.evaluate(task, steps=range(s.eval_inner_steps + 1)))
+    return [float(v) for v in np.mean(per_task, axis=0)]
+
+
+def _latencies(maml: MetaMAML, test: Windows, s: DynamicsSettings) -> tuple[float, float]:
+    """Median ms of one k-shot adaptation (K inner steps) and of one batch-1 inference step."""
+    model = maml.model
+    sx, sy = test.support_x[0, : s.support_windows], test.support_y[0, : s.support_windows]
+    adapt, step = [], []
+    for _ in range(s.timing_repeats):
+        t0 = time.perf_counter()
+        maml.adapt(sx, sy, num_steps=s.eval_inner_steps)
+        adapt.append(time.perf_counter() - t0)
+    x = test.query_x[0, 0, :1]  # (1, D)
+    with torch.no_grad():
+        state = model.init_state(1)
+        for _ in range(s.timing_repeats * 5):
+            t0 = time.perf_counter()
+            _, state = model(x, state)
+            step.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(adapt), 1e3 * statistics.median(step)
+
+
+def _streams(dist, test_params, normalizer, s: DynamicsSettings, seed: int) -> list[tuple[Tensor, Tensor]]:
+    """Normalised (x, y) streams of shape (1, stream_horizon, D) whose task switches at switch_at."""
+    streams = []
+    for i in range(s.streams):
+        a, b = test_params[i % len(test_params)], test_params[(i + 1) % len(test_params)]
+        data = normalizer.apply(collect_switching_stream(dist, a, b, s.stream_horizon, s.switch_at, seed=seed + i))
+        streams.append((data.inputs[0], data.targets[0]))  # (1, T, D)
+    return streams
+
+
+def _online_errors(model: SequenceModel, streams: list[tuple[Tensor, Tensor]], s: DynamicsSettings,
+                   with_adapter: bool) -> list[float]:  # fmt: skip
+    """Per-step squared error (mean over streams and features) of one-step-ahead predictions.
+
+    The stream is processed in windows of ``adapter_window`` steps with the state carried. Each
+    window is predicted with the current weights first; with the Adapter, the model then takes
+    ``adapter_steps`` steps on that window (its targets are observed now) before the next window.
+    """
+    config = AdaptationConfig(lr=s.adapter_lr, num_steps=s.adapter_steps, grad_clip_norm=1.0)
+    adapter = Adapter(model, config, strategy="online" if with_adapter else "none")
+    errors = []
+    for x, y in streams:
+        with adapter.session():
+            state = model.init_state(1)
+            per_step = []
+            for start in range(0, x.shape[1], s.adapter_window):
+                xw, yw = x[:, start : start + s.adapter_window], y[:, start : start + s.adapter_window]
+                with torch.no_grad():
+                    pred, next_state = model(xw, state)
+                per_step.append((pred - yw).pow(2).mean(-1)[0])
+                if with_adapter:
+                    adapter.update_step(xw, yw, state)
+                state = next_state
+            errors.append(torch.cat(per_step))
+    return torch.stack(errors).mean(0).tolist()
