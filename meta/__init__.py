@@ -1,0 +1,16 @@
+"""MAML over any zoo model: ``MetaMAML``, and the ``Task`` / ``TaskBatch`` containers it consumes.
+
+    from meta import MetaMAML, Task, TaskBatch
+    maml = MetaMAML(model, inner_lr=0.01, outer_lr=1e-3, num_inner_steps=1)
+    loss = maml.meta_update([Task(sx, sy, qx, qy), ...])      # or a stacked TaskBatch
+
+Files: tasks.py (containers and their shape checks), functional.py (the pure loss and inner
+update), maml.py (the algorithm, vmapped and per-task paths), timing.py (vmap vs loop timing).
+Imports only ``models`` (the interface) and torch.
+"""
+
+from meta.functional import mse, sgd_update
+from meta.maml import MAMLConfig, MetaMAML
+from meta.tasks import Task, TaskBatch
+
+__all__ = ["MAMLConfig", "MetaMAML", "Task", "TaskBatch", "mse", "sgd_update"]

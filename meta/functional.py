@@ -1,0 +1,61 @@
+"""Pure functions of the MAML inner loop: the loss and the gradient step.
+
+The update is kept apart from the class that decides when to call it (as learn2learn's
+``maml_update``), so the per-task loop, the vmapped path and a user's own loop share it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from torch import Tensor
+
+Params = OrderedDict[str, Tensor]
+"""Named parameters (or fast weights), in ``model.named_parameters()`` order."""
+
+
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over all elements.
+
+    Args:
+        pred: model output, any shape.
+        target: the same shape as ``pred`` (no broadcasting: a shape mismatch is a bug).
+
+    Returns:
+        A scalar tensor.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"mse: target expected shape {tuple(pred.shape)} (the prediction's), "
+            f"got {tuple(target.shape)}"
+        )
+    return (pred - target).pow(2).mean()
+
+
+def sgd_update(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    lrs: float | Mapping[str, Tensor | float],
+) -> Params:
+    """One inner gradient step, theta' = theta - alpha * grad (Finn et al. 2017, eq. 1).
+
+    With per-parameter ``lrs`` this is the Meta-SGD step theta' = theta - alpha o grad, alpha a
+    tensor shaped like theta and learned in the outer loop (Li et al. 2017, eq. 2).
+
+    Args:
+        params: current weights by name.
+        grads: the inner loss's gradient for every name in ``params``.
+        lrs: one learning rate for all, or one (scalar or elementwise tensor) per name.
+
+    Returns:
+        New weights by name, in the order of ``params``; the inputs are not modified, so the
+        result stays differentiable with respect to ``params``, ``grads`` and ``lrs``.
+
+    References:
+        Finn, Abbeel, Levine (2017), Model-Agnostic Meta-Learning, ICML.
+        Li, Zhou, Chen, Li (2017), Meta-SGD: Learning to Learn Quickly for Few-Shot Learning.
+    """
+    if isinstance(lrs, Mapping):
+        return OrderedDict((k, p - lrs[k] * grads[k]) for k, p in params.items())
+    return OrderedDict((k, p - lrs * grads[k]) for k, p in params.items())

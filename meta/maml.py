@@ -1,0 +1,453 @@
+"""MetaMAML: model-agnostic meta-learning over any zoo model, with a vmapped fast path.
+
+For each task, the inner loop takes ``K`` gradient steps on the support loss from the shared
+initialisation theta, and the meta-loss is the query loss at the adapted weights, averaged over
+the tasks of a meta-batch (Finn et al. 2017, Algorithm 2):
+
+    theta_i^0 = theta,  theta_i^{k+1} = theta_i^k - alpha * grad L_support_i(theta_i^k)
+    meta_loss(theta) = mean_i L_query_i(theta_i^K)
+
+Second order by default (the inner gradients are differentiated again); ``first_order`` drops
+those second derivatives (FOMAML). With ``meta_sgd`` alpha is a learned tensor per parameter
+(Li et al. 2017). Every forward pass is ``torch.func.functional_call(model, weights, ...)``, so
+the model itself is never modified by the inner loop.
+
+Two paths compute the same meta-loss and meta-gradient, chosen once by ``vectorize``:
+- vectorised (default): one ``torch.func.vmap`` over the tasks of a function that runs the whole
+  inner loop with ``torch.func.grad``, which composes with vmap and with the outer autograd;
+- reference: a Python loop over tasks with ``torch.autograd.grad(create_graph=True)``.
+
+Sequences and state: the support and the query each start from a fresh ``model.init_state``.
+With ``query_from_support_state=True`` the query instead starts from the state the *adapted*
+model reaches at the end of the support sequence: after the inner loop, the adapted weights are
+run once more over the support from the support's initial state, and that final state (still a
+differentiable function of the adapted weights) seeds the query. This needs equal support and
+query batch sizes, since the state has one row per sequence.
+
+References:
+    Finn, Abbeel, Levine (2017), Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+    Networks, ICML.
+    Nichol, Achiam, Schulman (2018), On First-Order Meta-Learning Algorithms (FOMAML).
+    Li, Zhou, Chen, Li (2017), Meta-SGD: Learning to Learn Quickly for Few-Shot Learning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
+
+from meta.functional import Params, mse, sgd_update
+from meta.tasks import Task, TaskBatch
+from models import SequenceModel, State
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Lrs = float | Mapping[str, Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig:
+    """Settings of MetaMAML (the loss function is passed separately)."""
+
+    inner_lr: float = 0.01
+    """alpha: step size of the inner SGD steps (the initial value of every lr with meta_sgd)."""
+    outer_lr: float = 1e-3
+    """Adam learning rate of the outer (meta) update."""
+    num_inner_steps: int = 1
+    """Inner gradient steps per task; 0 trains the initialisation on the query directly."""
+    first_order: bool = False
+    """Drop second derivatives through the inner steps (FOMAML)."""
+    meta_sgd: bool = False
+    """Learn one inner learning rate per parameter element, meta-trained with the weights."""
+    query_from_support_state: bool = False
+    """Start the query from the adapted model's state at the end of the support sequence."""
+    vectorize: bool = True
+    """Run a meta-batch's tasks together under torch.func.vmap; False: the per-task loop."""
+
+    def __post_init__(self) -> None:
+        for name in ("inner_lr", "outer_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"MAMLConfig.{name}: expected a non-negative float, got {value!r}")
+        steps = self.num_inner_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"MAMLConfig.num_inner_steps: expected an int >= 0, got {steps!r}")
+        for name in ("first_order", "meta_sgd", "query_from_support_state", "vectorize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MAMLConfig.{name}: expected a bool, got {getattr(self, name)!r}")
+
+
+class MetaMAML:
+    """MAML (and FOMAML, Meta-SGD) over a zoo model's stateful interface.
+
+    Args:
+        model: any ``SequenceModel``; its parameters are the meta-learned initialisation.
+        inner_lr, outer_lr, num_inner_steps, first_order, meta_sgd, query_from_support_state,
+        vectorize: see ``MAMLConfig``.
+        loss_fn: ``(pred, target) -> scalar``; default mean squared error over all elements.
+
+    Example:
+        >>> model = make_model("mlp", 1, 1, hidden_dim=40)
+        >>> maml = MetaMAML(model, inner_lr=0.01, num_inner_steps=1)
+        >>> loss = maml.meta_update(tasks)                 # list[Task] or TaskBatch
+        >>> fast = maml.adapt(task.support_x, task.support_y)
+        >>> y, _ = maml.forward_with_weights(task.query_x, fast)
+        >>> maml.evaluate(task, steps=(0, 1, 5))           # query loss after 0, 1, 5 steps
+    """
+
+    def __init__(
+        self,
+        model: SequenceModel,
+        inner_lr: float = 0.01,
+        outer_lr: float = 1e-3,
+        num_inner_steps: int = 1,
+        first_order: bool = False,
+        loss_fn: LossFn = mse,
+        meta_sgd: bool = False,
+        query_from_support_state: bool = False,
+        vectorize: bool = True,
+    ) -> None:
+        if not isinstance(model, SequenceModel):
+            raise ValueError(
+                f"MetaMAML: model expected a SequenceModel, got {type(model).__name__}"
+            )
+        self.model = model
+        self.config = MAMLConfig(
+            inner_lr,
+            outer_lr,
+            num_inner_steps,
+            first_order,
+            meta_sgd,
+            query_from_support_state,
+            vectorize,
+        )
+        self.loss_fn = loss_fn
+        self.inner_lrs: OrderedDict[str, nn.Parameter] = OrderedDict()
+        if meta_sgd:
+            self.inner_lrs = OrderedDict(
+                (k, nn.Parameter(torch.full_like(p.detach(), float(inner_lr))))
+                for k, p in self._weights().items()
+            )
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=outer_lr)
+
+    def parameters(self) -> list[Tensor]:
+        """Everything the outer loop learns: the model's parameters, then Meta-SGD's lrs."""
+        return [*self.model.parameters(), *self.inner_lrs.values()]
+
+    # ---- single-task API ------------------------------------------------------------------
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        state: State = None,
+        num_steps: int | None = None,
+        first_order: bool | None = None,
+    ) -> Params:
+        """Fast weights after ``num_steps`` inner SGD steps on the support set.
+
+        Args:
+            support_x: (B, T, D) or (B, D).
+            support_y: targets with the leading dims of ``support_x``.
+            state: the state every inner step's support pass starts from; None: fresh.
+            num_steps, first_order: per-call overrides of the instance settings.
+
+        Returns:
+            An OrderedDict name -> tensor, differentiable with respect to the model's parameters
+            (through the inner gradients too unless first order).
+        """
+        steps = self.config.num_inner_steps if num_steps is None else num_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"adapt: num_steps expected an int >= 0, got {steps!r}")
+        first = self.config.first_order if first_order is None else first_order
+        self._check_x("support_x", support_x)
+        if state is None:
+            state = self.model.init_state(support_x.shape[0], support_x.device)
+        with torch.enable_grad():
+            return self._inner_loop_autograd(
+                self._weights(), self._lrs(), support_x, support_y, state, steps, first
+            )
+
+    def forward_with_weights(
+        self, x: Tensor, weights: Mapping[str, Tensor], state: State = None
+    ) -> tuple[Tensor, State]:
+        """The model run with ``weights`` in place of its parameters (functional_call).
+
+        Args:
+            x: (B, T, D) or (B, D).
+            weights: name -> tensor, e.g. from ``adapt``; missing names use the model's own.
+            state: the initial state; None: ``model.init_state(B)``.
+
+        Returns:
+            ``(y, state)`` as the model's forward.
+        """
+        if state is None:
+            state = self.model.init_state(x.shape[0], x.device)
+        return functional_call(self.model, dict(weights), (x, state))
+
+    def evaluate(self, task: Task, steps: Sequence[int] | None = None) -> list[float]:
+        """Query loss after k inner steps on the support, for each k in ``steps``.
+
+        Args:
+            task: one Task.
+            steps: increasing or not, any ints >= 0; default 0, 1, ..., num_inner_steps.
+
+        Returns:
+            One float per entry of ``steps``. The model and the Meta-SGD lrs are never changed,
+            so evaluating one task cannot leak into the next.
+        """
+        if not isinstance(task, Task):
+            raise ValueError(f"evaluate: task expected a Task, got {type(task).__name__}")
+        self._check_task("task", task)
+        wanted = list(range(self.config.num_inner_steps + 1)) if steps is None else list(steps)
+        if not wanted or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in wanted
+        ):
+            raise ValueError(
+                f"evaluate: steps expected a non-empty sequence of ints >= 0, got {steps!r}"
+            )
+        weights: Params = OrderedDict((k, v.detach()) for k, v in self._weights().items())
+        lrs = self._lrs()
+        lrs = {k: v.detach() for k, v in lrs.items()} if isinstance(lrs, Mapping) else lrs
+        s_support, s_query = self._fresh_states(task.support_x, task.query_x)
+        losses: dict[int, float] = {}
+        for k in range(max(wanted) + 1):
+            if k in wanted:
+                with torch.no_grad():
+                    losses[k] = float(
+                        self._query_loss(
+                            weights, task.support_x, task.query_x, task.query_y, s_support, s_query
+                        )
+                    )
+            if k < max(wanted):
+                with torch.enable_grad():
+                    weights = self._inner_step_autograd(
+                        weights, lrs, task.support_x, task.support_y, s_support, True
+                    )
+        return [losses[k] for k in wanted]
+
+    # ---- meta-batch API -------------------------------------------------------------------
+
+    def meta_loss(self, tasks: Sequence[Task] | TaskBatch) -> Tensor:
+        """Mean over tasks of the post-adaptation query loss, differentiable (no optimiser step).
+
+        Args:
+            tasks: a non-empty list of Task, or a TaskBatch (a list must stack, i.e. have equal
+                shapes, on the vectorised path).
+
+        Returns:
+            A scalar tensor whose gradient is the meta-gradient.
+        """
+        with torch.enable_grad():
+            if self.config.vectorize:
+                return self._meta_loss_vmap(self._as_batch(tasks))
+            return self._meta_loss_loop(self._as_list(tasks))
+
+    def meta_update(self, tasks: Sequence[Task] | TaskBatch) -> float:
+        """One outer Adam step on ``meta_loss(tasks)``; returns the meta-loss before the step.
+
+        Afterwards every meta-parameter's ``.grad`` holds this step's meta-gradient.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.meta_loss(tasks)
+        loss.backward()
+        for p in self.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    # ---- the two paths --------------------------------------------------------------------
+
+    def _meta_loss_loop(self, tasks: list[Task]) -> Tensor:
+        """Reference path: each task's inner loop with torch.autograd.grad, one after another."""
+        weights, lrs = self._weights(), self._lrs()
+        total: Tensor | None = None
+        for task in tasks:
+            s_support, s_query = self._fresh_states(task.support_x, task.query_x)
+            fast = self._inner_loop_autograd(
+                weights,
+                lrs,
+                task.support_x,
+                task.support_y,
+                s_support,
+                self.config.num_inner_steps,
+                self.config.first_order,
+            )
+            loss = self._query_loss(
+                fast, task.support_x, task.query_x, task.query_y, s_support, s_query
+            )
+            total = loss if total is None else total + loss
+        assert total is not None  # _as_list guarantees at least one task
+        return total / len(tasks)
+
+    def _meta_loss_vmap(self, batch: TaskBatch) -> Tensor:
+        """Fast path: the whole per-task computation, inner loop included, under one vmap."""
+        n = len(batch)
+        s_support, s_query = self._fresh_states(batch.support_x[0], batch.query_x[0])
+        # Every task starts from its own copy of the fresh state (batched like the data), so
+        # models that write into their state never mix batched and unbatched tensors.
+        expand = lambda s: tree_map(lambda t: t.unsqueeze(0).expand(n, *t.shape).clone(), s)  # noqa: E731
+
+        def task_loss(
+            weights: Params,
+            lrs: Lrs,
+            sx: Tensor,
+            sy: Tensor,
+            qx: Tensor,
+            qy: Tensor,
+            s_sup: State,
+            s_qry: State,
+        ) -> Tensor:
+            fast = self._inner_loop_func(weights, lrs, sx, sy, s_sup)
+            return self._query_loss(fast, sx, qx, qy, s_sup, s_qry)
+
+        per_task = vmap(task_loss, in_dims=(None, None, 0, 0, 0, 0, 0, 0), randomness="different")(
+            self._weights(),
+            self._lrs(),
+            batch.support_x,
+            batch.support_y,
+            batch.query_x,
+            batch.query_y,
+            expand(s_support),
+            expand(s_query),
+        )
+        return per_task.mean()
+
+    def _inner_loop_autograd(
+        self,
+        weights: Params,
+        lrs: Lrs,
+        x: Tensor,
+        y: Tensor,
+        state: State,
+        steps: int,
+        first_order: bool,
+    ) -> Params:
+        for _ in range(steps):
+            weights = self._inner_step_autograd(weights, lrs, x, y, state, first_order)
+        return weights
+
+    def _inner_step_autograd(
+        self, weights: Params, lrs: Lrs, x: Tensor, y: Tensor, state: State, first_order: bool
+    ) -> Params:
+        """theta' = theta - alpha * grad L_support(theta), with torch.autograd.grad.
+
+        First order takes the gradient at a detached copy, so no second derivative is recorded
+        and theta' still depends on theta through the identity term.
+        """
+        at = (
+            OrderedDict((k, v.detach().requires_grad_()) for k, v in weights.items())
+            if first_order
+            else weights
+        )
+        loss = self._support_loss(at, x, y, state)
+        grads = torch.autograd.grad(
+            loss, list(at.values()), create_graph=not first_order, allow_unused=True
+        )
+        named = OrderedDict(
+            (k, torch.zeros_like(v) if g is None else g)
+            for (k, v), g in zip(at.items(), grads, strict=True)
+        )
+        return sgd_update(weights, named, lrs)
+
+    def _inner_loop_func(
+        self, weights: Params, lrs: Lrs, x: Tensor, y: Tensor, state: State
+    ) -> Params:
+        """The inner loop with torch.func.grad (composable with vmap and the outer autograd)."""
+        grad_fn = torch.func.grad(lambda w: self._support_loss(w, x, y, state))
+        for _ in range(self.config.num_inner_steps):
+            if self.config.first_order:
+                grads = grad_fn(OrderedDict((k, v.detach()) for k, v in weights.items()))
+                grads = OrderedDict((k, g.detach()) for k, g in grads.items())
+            else:
+                grads = grad_fn(weights)
+            weights = sgd_update(weights, grads, lrs)
+        return weights
+
+    # ---- pieces ---------------------------------------------------------------------------
+
+    def _support_loss(
+        self, weights: Mapping[str, Tensor], x: Tensor, y: Tensor, state: State
+    ) -> Tensor:
+        pred, _ = functional_call(self.model, dict(weights), (x, state))
+        return self.loss_fn(pred, y)
+
+    def _query_loss(
+        self,
+        weights: Params,
+        support_x: Tensor,
+        query_x: Tensor,
+        query_y: Tensor,
+        s_support: State,
+        s_query: State,
+    ) -> Tensor:
+        """L_query at ``weights``; the query's initial state per ``query_from_support_state``."""
+        if self.config.query_from_support_state:
+            _, s_query = functional_call(self.model, dict(weights), (support_x, s_support))
+        pred, _ = functional_call(self.model, dict(weights), (query_x, s_query))
+        return self.loss_fn(pred, query_y)
+
+    def _fresh_states(self, support_x: Tensor, query_x: Tensor) -> tuple[State, State]:
+        s_support = self.model.init_state(support_x.shape[0], support_x.device)
+        s_query = self.model.init_state(query_x.shape[0], query_x.device)
+        return s_support, s_query
+
+    def _weights(self) -> Params:
+        return OrderedDict((k, p) for k, p in self.model.named_parameters() if p.requires_grad)
+
+    def _lrs(self) -> Lrs:
+        return self.inner_lrs if self.config.meta_sgd else self.config.inner_lr
+
+    # ---- validation -----------------------------------------------------------------------
+
+    def _check_x(self, field: str, x: Tensor) -> None:
+        if (
+            not isinstance(x, Tensor)
+            or x.dim() not in (2, 3)
+            or x.shape[-1] != self.model.input_dim
+        ):
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            d = self.model.input_dim
+            raise ValueError(
+                f"{field}: expected shape (B, T, {d}) or (B, {d}) (the model's input_dim {d}), "
+                f"got {got}"
+            )
+
+    def _check_task(self, where: str, task: Task) -> None:
+        self._check_x(f"{where}.support_x", task.support_x)
+        self._check_x(f"{where}.query_x", task.query_x)
+        if (
+            self.config.query_from_support_state
+            and task.query_x.shape[0] != task.support_x.shape[0]
+        ):
+            raise ValueError(
+                f"{where}.query_x: expected batch size {task.support_x.shape[0]} (the support's, "
+                f"as query_from_support_state=True), got {task.query_x.shape[0]}"
+            )
+
+    def _as_list(self, tasks: Sequence[Task] | TaskBatch) -> list[Task]:
+        if isinstance(tasks, TaskBatch):
+            tasks = tasks.unstack()
+        if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
+            raise ValueError(
+                f"tasks: expected a list of Task or a TaskBatch, got {type(tasks).__name__}"
+            )
+        if len(tasks) == 0:
+            raise ValueError("tasks: expected at least one Task, got an empty list")
+        for i, task in enumerate(tasks):
+            if not isinstance(task, Task):
+                raise ValueError(f"tasks[{i}]: expected a Task, got {type(task).__name__}")
+            self._check_task(f"tasks[{i}]", task)
+        return list(tasks)
+
+    def _as_batch(self, tasks: Sequence[Task] | TaskBatch) -> TaskBatch:
+        if isinstance(tasks, TaskBatch):
+            self._check_task("tasks", tasks[0])
+            return tasks
+        return TaskBatch.stack(self._as_list(tasks))
