@@ -1,0 +1,258 @@
+"""The transformer's own promises: a bounded KV cache, an exact window, O(T * W) sequence mode.
+
+The shared contract (sequence == steps == chunks, reset, vmap, ...) is in test_conformance.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from models import SequenceModel, count_params, make_model
+from models.transformer import Transformer, TransformerConfig
+
+IN, OUT = 5, 3
+
+
+def _model(window: int = 4, num_layers: int = 2, hidden_dim: int = 16, **config) -> Transformer:
+    torch.manual_seed(0)
+    model = make_model(
+        "transformer",
+        IN,
+        OUT,
+        hidden_dim=hidden_dim,
+        window=window,
+        num_layers=num_layers,
+        **config,
+    )
+    assert isinstance(model, Transformer)
+    return model.eval()
+
+
+def _steps(model: Transformer, x: Tensor, state) -> tuple[Tensor, object]:
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = model(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, 1), state
+
+
+def reference(model: Transformer, x: Tensor) -> Tensor:
+    """Full-history attention over all T steps (O(T^2)), masking offsets >= W: the definition."""
+    cfg = model.config
+    assert isinstance(cfg, TransformerConfig)
+    batch, steps, _ = x.shape
+    offset = torch.arange(steps)[:, None] - torch.arange(steps)[None, :]  # (T, T): t - s
+    inside = (offset >= 0) & (offset < cfg.window)
+    h = model.encoder(x)
+    for block in model.blocks:
+        att = block.attn
+        q, k, v = att.qkv(block.norm_attn(h)).split(cfg.attn_dim, dim=-1)
+        q, k, v = (
+            z.reshape(batch, steps, cfg.num_heads, cfg.head_dim).transpose(1, 2) for z in (q, k, v)
+        )
+        scores = q @ k.transpose(-1, -2) / math.sqrt(cfg.head_dim)  # (B, H, T, T)
+        scores = scores + att.rel_bias[:, offset.clamp(0, cfg.window - 1)]
+        scores = scores.masked_fill(~inside, float("-inf"))
+        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, steps, cfg.attn_dim)
+        h = h + att.out(out)
+        h = h + block.mlp(block.norm_mlp(h))
+    return model.head(model.norm(h))
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records every aten op run and the shapes of its tensor outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, tuple[tuple[int, ...], ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        leaves = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+        self.ops.append((str(func), tuple(tuple(t.shape) for t in leaves)))
+        return out
+
+    @property
+    def largest(self) -> int:
+        return max(math.prod(shape) for _, shapes in self.ops for shape in shapes)
+
+
+def test_cache_stays_bounded_and_steps_equal_full_history_reference() -> None:
+    window = 5
+    model = _model(window=window)
+    x = torch.randn(2, 10 * window, IN)
+    state = model.init_state(2)
+    shapes = {k: v.shape for k, v in state.items()}
+    assert shapes["keys"] == (2, 2, 4, window - 1, 4)
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = model(x[:, t], state)
+        assert {k: v.shape for k, v in state.items()} == shapes
+        ys.append(y)
+    expected = reference(model, x)
+    torch.testing.assert_close(torch.stack(ys, 1), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model(x, model.init_state(2))[0], expected, atol=1e-5, rtol=0)
+    assert state["valid"].all()
+
+
+@pytest.mark.parametrize("window", [1, 3, 8])
+def test_multi_block_sequence_equals_steps_and_chunks_from_a_nonzero_state(window: int) -> None:
+    model = _model(window=window, hidden_dim=10, num_heads=3)  # 10 is not divisible by 3
+    _, warm = model(torch.randn(2, 6, IN), model.init_state(2))
+    x = torch.randn(2, 37, IN)  # several blocks of W queries and a ragged last block
+    y_seq, s_seq = model(x, warm)
+    y_steps, s_steps = _steps(model, x, warm)
+    torch.testing.assert_close(y_steps, y_seq, atol=1e-5, rtol=0)
+    state, ys = warm, []
+    for a, b in ((0, 2), (2, 19), (19, 37)):
+        y, state = model(x[:, a:b], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.cat(ys, 1), y_seq, atol=1e-5, rtol=0)
+    for s in (s_steps, state):
+        for key in s_seq:
+            torch.testing.assert_close(s[key], s_seq[key], atol=1e-5, rtol=0)
+
+
+def test_step_cost_does_not_grow_with_steps_taken() -> None:
+    model = _model(window=6)
+    state = model.init_state(2)
+    traces = {}
+    for t in range(60):
+        x_t = torch.randn(2, IN)
+        if t in (0, 5, 59):
+            with OpRecorder() as rec:
+                _, state = model(x_t, state)
+            traces[t] = rec.ops
+        else:
+            _, state = model(x_t, state)
+    assert traces[0] == traces[5] == traces[59]  # same ops on the same shapes every step
+    # and each step touches O(W * d): nothing scales with the 60 steps seen
+    assert max(math.prod(s) for _, shapes in traces[59] for s in shapes) <= 2 * 2 * 4 * 6 * 16
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_inputs_outside_the_window_have_no_influence(num_layers: int) -> None:
+    window, t0 = 6, 4
+    model = _model(window=window, num_layers=num_layers)
+    reach = num_layers * (window - 1)  # each layer looks W - 1 steps further back
+    x = torch.randn(2, 40, IN)
+    x2 = x.clone()
+    x2[:, t0] += 5.0
+    for run in (
+        lambda z: model(z, model.init_state(2))[0],
+        lambda z: _steps(model, z, model.init_state(2))[0],
+    ):
+        y, y2 = run(x), run(x2)
+        torch.testing.assert_close(
+            y2[:, t0 + reach + 1 :], y[:, t0 + reach + 1 :], atol=1e-6, rtol=0
+        )
+        assert (y2[:, t0 + reach] - y[:, t0 + reach]).abs().max() > 1e-3  # the bound is tight
+
+
+def test_long_sequence_memory_is_linear_in_t() -> None:
+    model = _model(window=32, num_layers=1)
+    largest = {}
+    for steps in (1024, 4096):
+        x = torch.randn(2, steps, IN)
+        with torch.no_grad(), OpRecorder() as rec:
+            y, _ = model(x, model.init_state(2))
+        assert y.shape == (2, steps, OUT) and torch.isfinite(y).all()
+        largest[steps] = rec.largest
+    # Largest intermediate: the block scores (B, H, T / W, W, 2W - 1), not (B, H, T, T).
+    assert largest[4096] <= 2 * 4 * 4096 * (2 * 32 - 1)
+    assert largest[4096] < 2 * 4 * 4096 * 4096 // 50
+    assert largest[4096] == 4 * largest[1024]
+
+
+def test_native_reset_equals_the_generic_split() -> None:
+    model = _model(window=5)
+    _, warm = model(torch.randn(3, 7, IN), model.init_state(3))
+    x = torch.randn(3, 26, IN)
+    reset = torch.rand(3, 26) < 0.1
+    reset[0, 3] = reset[2, 0] = reset[1, 24] = True
+    y, s = model(x, warm, reset=reset)
+    y_ref, s_ref = SequenceModel._forward_sequence_with_reset(model, x, warm, reset)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
+    for key in s:
+        torch.testing.assert_close(s[key], s_ref[key], atol=1e-5, rtol=0)
+
+
+def test_second_order_gradients_are_correct() -> None:
+    model = _model(window=3, hidden_dim=4, num_heads=2).double()
+    x = torch.randn(2, 6, IN, dtype=torch.float64, requires_grad=True)
+    reset = torch.zeros(2, 6, dtype=torch.bool)
+    reset[1, 4] = True
+    _, warm = model(torch.randn(2, 3, IN, dtype=torch.float64), model.init_state(2))
+
+    def f(inp: Tensor) -> Tensor:
+        return model(inp, warm, reset=reset)[0]
+
+    assert torch.autograd.gradgradcheck(f, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_vmapped_second_order_maml_gradient_equals_per_task_loop() -> None:
+    model = _model(window=4)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    tasks = 3
+    xs, ys = torch.randn(tasks, 2, 9, IN), torch.randn(tasks, 2, 9, OUT)
+    state = model.init_state(2)
+
+    def loss(p, x, y):
+        return F.mse_loss(functional_call(model, p, (x, state))[0], y)
+
+    def meta_loss(p, x, y):  # one inner SGD step on the first half, loss on the second
+        g = grad(loss)(p, x[:, :5], y[:, :5])
+        fast = {k: p[k] - 0.1 * g[k] for k in p}
+        return loss(fast, x[:, 5:], y[:, 5:])
+
+    g_vmap = vmap(grad(meta_loss), in_dims=(None, 0, 0))(params, xs, ys)
+    for i in range(tasks):
+        g_i = grad(meta_loss)(params, xs[i], ys[i])
+        for k in params:
+            torch.testing.assert_close(g_vmap[k][i], g_i[k], atol=1e-6, rtol=1e-5)
+    assert any(g.abs().sum() > 0 for g in tree_flatten(g_vmap)[0])
+
+
+def test_every_hidden_dim_is_valid_and_sizes_grow_monotonically() -> None:
+    counts = [count_params(make_model("transformer", 23, 17, hidden_dim=w)) for w in range(1, 70)]
+    assert all(a < b for a, b in itertools.pairwise(counts))
+    cfg = TransformerConfig(input_dim=1, output_dim=1, hidden_dim=10, num_heads=3)
+    assert (cfg.head_dim, cfg.attn_dim) == (3, 9)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_heads", 0, r"TransformerConfig.num_heads: expected a positive int, got 0"),
+        ("window", 2.5, r"TransformerConfig.window: expected a positive int, got 2.5"),
+        ("num_layers", True, r"TransformerConfig.num_layers: expected a positive int, got True"),
+        ("mlp_ratio", -1.0, r"TransformerConfig.mlp_ratio: expected a positive number, got -1.0"),
+    ],
+)
+def test_bad_config_names_the_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_model("transformer", IN, OUT, **{field: value})
+
+
+def test_empty_cache_slots_are_zero_and_window_one_is_memoryless() -> None:
+    model = _model(window=6)
+    _, s = model(torch.randn(2, 3, IN), model.init_state(2))
+    assert s["valid"].sum(1).tolist() == [3, 3]
+    assert (s["keys"][:, :, :, :2] == 0).all() and (s["keys"][:, :, :, 2:] != 0).any()
+    memoryless = _model(window=1)
+    x = torch.randn(2, 8, IN)
+    y, _ = memoryless(x, memoryless.init_state(2))
+    y_alone = torch.cat(
+        [memoryless(x[:, t : t + 1], memoryless.init_state(2))[0] for t in range(8)], 1
+    )
+    torch.testing.assert_close(y, y_alone, atol=1e-6, rtol=0)
+    assert memoryless.init_state(2)["keys"].shape == (2, 2, 4, 0, 4)  # W - 1 = 0 cached steps
