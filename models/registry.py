@@ -15,10 +15,12 @@ from torch import nn
 from models.base import ModelConfig, SequenceModel, _meta_param_count
 from models.mlp import MLP
 from models.neural_state import NeuralState
+from models.transformer import Transformer
 
 MODELS: dict[str, type[SequenceModel]] = {
     "mlp": MLP,
     "neural-state": NeuralState,
+    "transformer": Transformer,
 }
 
 
