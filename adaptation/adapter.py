@@ -145,7 +145,7 @@ class Adapter:
         previous = math.nan
         for k in range(cfg.num_steps):
             loss = evaluate()
-            value = float(loss)
+            value = float(loss.detach())
             if k == 0:
                 info["loss_before"] = value
             if not math.isfinite(value):

@@ -41,7 +41,11 @@ def gaussian_features(mean: Tensor, log_std: Tensor) -> dict[str, float]:
     Shapes:
         mean, log_std: (..., D), broadcastable to each other.
     """
-    if torch.broadcast_shapes(mean.shape, log_std.shape) != mean.shape:
+    try:
+        fits = torch.broadcast_shapes(mean.shape, log_std.shape) == mean.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"log_std: expected a shape broadcastable to the outputs' {tuple(mean.shape)}, "
             f"got {tuple(log_std.shape)}"

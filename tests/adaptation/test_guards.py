@@ -1,0 +1,192 @@
+"""Each guard does what it says, as a pure function and inside the Adapter, for every model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adaptation import AdaptationConfig, Adapter
+from adaptation.guards import (
+    bound_step,
+    clip_by_total_norm,
+    ema_update,
+    guard_update,
+    project_to_ball,
+    total_norm,
+)
+from models import MODELS
+from tests.adaptation._common import IN, OUT, flat, model
+
+
+def _batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(4, 8, IN, generator=g), torch.randn(4, 8, OUT, generator=g)
+
+
+# ---- the pure functions --------------------------------------------------------------------
+
+
+def test_clip_by_total_norm_matches_torch() -> None:
+    grads = [torch.randn(3, 4), torch.randn(7)]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    torch_norm = float(torch.nn.utils.clip_grad_norm_(params, 0.5))
+    clipped, norm = clip_by_total_norm(grads, 0.5)
+    assert norm == pytest.approx(torch_norm, rel=1e-6)
+    assert total_norm(clipped) == pytest.approx(0.5, rel=1e-5)
+    for c, p in zip(clipped, params, strict=True):
+        torch.testing.assert_close(c, p.grad)
+    unclipped, _ = clip_by_total_norm(grads, 100.0)
+    assert all(u is g for u, g in zip(unclipped, grads, strict=True))
+
+
+def test_project_to_ball_is_the_radial_projection() -> None:
+    anchor = [torch.zeros(2, 2), torch.ones(3)]
+    params = [torch.full((2, 2), 3.0), torch.ones(3) + 4.0]
+    out = project_to_ball(params, anchor, 1.0)
+    d = flat(out) - flat(anchor)
+    assert float(d.norm()) == pytest.approx(1.0, rel=1e-6)
+    direction = flat(params) - flat(anchor)
+    torch.testing.assert_close(d, direction / direction.norm())
+    inside = [a + 0.01 for a in anchor]
+    assert all(
+        torch.equal(o, i) for o, i in zip(project_to_ball(inside, anchor, 1.0), inside, strict=True)
+    )
+
+
+def test_guard_update_keeps_both_bounds_when_projection_alone_would_break_the_step_bound() -> None:
+    # old on the sphere's boundary at e_0; the proposal moves far inward along e_0 and a little
+    # outward in many other coordinates: the radial projection of the bounded step leaves the
+    # ball's direction so that some element would move more than the bound.
+    n, radius, max_step = 400, 1.0, 0.05
+    anchor = [torch.zeros(n)]
+    old = [torch.zeros(n)]
+    old[0][0] = radius
+    proposed = [old[0].clone()]
+    proposed[0][0] = 0.0
+    proposed[0][1:] = max_step
+    radial = project_to_ball(bound_step(proposed, old, max_step), anchor, radius)
+    assert float((radial[0] - old[0]).abs().max()) > max_step * 1.01  # the case is real
+    out = guard_update(old, proposed, anchor, max_step, radius)
+    assert float((out[0] - old[0]).abs().max()) <= max_step * (1 + 1e-6)
+    assert float(out[0].norm()) <= radius * (1 + 1e-6)
+    assert float((out[0] - old[0]).abs().max()) > 0  # it still moves
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        anchor = [torch.randn(5, generator=g), torch.randn(3, 2, generator=g)]
+        old = [a + 0.1 * torch.randn(a.shape, generator=g) for a in anchor]
+        radius = total_norm([o - a for o, a in zip(old, anchor, strict=True)]) * 1.2
+        proposed = [o + torch.randn(o.shape, generator=g) for o in old]
+        out = guard_update(old, proposed, anchor, 0.3, radius)
+        assert float((flat(out) - flat(old)).abs().max()) <= 0.3 * (1 + 1e-6)
+        assert float((flat(out) - flat(anchor)).norm()) <= radius * (1 + 1e-5)
+
+
+def test_ema_update_formula() -> None:
+    a, p = [torch.zeros(3)], [torch.ones(3) * 2]
+    torch.testing.assert_close(ema_update(a, p, 0.75)[0], torch.full((3,), 0.5))
+    assert ema_update(a, p, 0.0)[0] is a[0]
+
+
+# ---- inside the Adapter, for every model -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_max_param_step_bounds_every_element_of_every_step(name: str) -> None:
+    m = model(name)
+    bound = 1e-3
+    adapter = Adapter(
+        m, AdaptationConfig(lr=1.0, num_steps=1, grad_clip_norm=None, max_param_step=bound)
+    )
+    x, y = _batch()
+    largest = 0.0
+    for _ in range(3):
+        before = flat(list(m.parameters()))
+        info = adapter.adapt((x, y))
+        assert info["updated"]
+        change = float((flat(list(m.parameters())) - before).abs().max())
+        assert change <= bound * (1 + 1e-4)
+        largest = max(largest, change)
+    assert largest >= 0.99 * bound  # lr = 1 would move far more: the bound binds
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_trust_region_keeps_weights_within_radius_of_the_start(name: str) -> None:
+    m = model(name)
+    start = flat(list(m.parameters()))
+    radius = 0.05
+    cfg = AdaptationConfig(
+        lr=5.0, optimizer="sgd", num_steps=4, grad_clip_norm=None, trust_region=radius
+    )
+    adapter = Adapter(m, cfg)
+    x, y = _batch()
+    for _ in range(4):
+        info = adapter.adapt((x, y))
+        if info["rolled_back"]:
+            continue
+        dist = float((flat(list(m.parameters())) - start).norm())
+        assert dist <= radius * (1 + 1e-5)
+    assert dist >= 0.9 * radius  # it binds
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_trust_region_follows_an_ema_anchor(name: str) -> None:
+    m = model(name)
+    start = flat(list(m.parameters()))
+    radius = 0.02
+    cfg = AdaptationConfig(
+        lr=0.05, num_steps=2, grad_clip_norm=None, trust_region=radius, ema_decay=0.5
+    )
+    adapter = Adapter(m, cfg)
+    x, y = _batch()
+    for _ in range(15):
+        anchor_before = flat(adapter.anchor)
+        assert adapter.adapt((x, y))["updated"]
+        params = flat([p for _, p in adapter.params])
+        assert float((params - flat(adapter.anchor)).norm()) <= radius * (1 + 1e-5)
+        # the anchor moved towards the weights by the EMA rule, no further
+        assert float((flat(adapter.anchor) - anchor_before).norm()) > 0
+    assert float((flat(list(m.parameters())) - start).norm()) > 1.5 * radius  # drifted with it
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_clipping_bounds_the_gradient_norm_used(name: str) -> None:
+    m = model(name)
+    clip, lr = 1e-3, 0.1
+    adapter = Adapter(m, AdaptationConfig(lr=lr, optimizer="sgd", grad_clip_norm=clip))
+    before = flat(list(m.parameters()))
+    info = adapter.adapt(_batch())
+    used = float((flat(list(m.parameters())) - before).norm()) / lr  # plain SGD: step = lr * g
+    assert info["grad_norm"] > 10 * clip  # the raw gradient was large; it is reported unclipped
+    assert used <= clip * (1 + 1e-3)
+    assert used >= clip * 0.99
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_tolerance_stops_early_and_reports_converged(name: str) -> None:
+    x, y = _batch()
+    m = model(name)
+    info = Adapter(m, AdaptationConfig(lr=1e-3, num_steps=6, tolerance=1e9)).adapt((x, y))
+    assert info["converged"] and info["steps"] == 1 and info["updated"]
+    m = model(name)
+    info = Adapter(m, AdaptationConfig(lr=1e-3, num_steps=6, tolerance=None)).adapt((x, y))
+    assert not info["converged"] and info["steps"] == 6
+
+
+def test_tolerance_stops_when_the_improvement_is_small() -> None:
+    m = model("mlp")
+    x, y = _batch()
+    tol = 1e-3
+    cfg = AdaptationConfig(
+        lr=0.05, optimizer="sgd", num_steps=2000, tolerance=tol, grad_clip_norm=None
+    )
+    info = Adapter(m, cfg).adapt((x, y))
+    assert info["converged"] and 1 < info["steps"] < 2000
+    assert info["loss"] < info["loss_before"]
+    # one more plain SGD step from here improves by less than the tolerance, as it did last time
+    again = Adapter(m, AdaptationConfig(lr=0.05, optimizer="sgd", num_steps=1, grad_clip_norm=None))
+    step = again.adapt((x, y))
+    assert step["loss_before"] == pytest.approx(info["loss"], rel=1e-6)
+    assert step["loss_before"] - step["loss"] < 2 * tol
