@@ -1,0 +1,12 @@
+"""Reports of a run directory: statistics tables, seaborn figures, report.md and report.html.
+
+``build_report(run_dir, out_dir=None)`` is the entry point. The modules, leaf to root:
+load (read and validate a run), metrics (what each metric means), query (rows -> one value per
+run), tables and timing (statistics tables), overview / results / figures (sections),
+document (the report as data), markdown and html (renderers), build (all of it).
+"""
+
+from suites.report.build import build_report
+from suites.report.config import ReportConfig
+
+__all__ = ["ReportConfig", "build_report"]
