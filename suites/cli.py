@@ -51,8 +51,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<28} {doc}")
     print("tasks:")
     for name in TASKS:
-        info = get_task(name).describe()
-        print(f"  {name:<28} [{info['family']}] {info['parameters']}")
+        print(f"  {name:<28} {get_task(name).describe()}")
     return 0
 
 
@@ -71,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.out) if args.out else Path("results") / spec.name / stamp
     summary = run_suite(
-        spec, run_dir, jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, progress=not args.quiet
+        spec, run_dir, jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads,
+        progress=not args.quiet,
     )
     print(
         f"{spec.name}: {summary.succeeded} cells ran, {summary.skipped} already done, "
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated tasks to keep from the suite's")
     p.add_argument("--seeds", type=_seeds, help="seeds instead of the suite's: 0,1,2 or 0-4")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells in parallel (default: cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per cell (default 1: numbers identical for any --jobs)")  # fmt: skip
     p.add_argument("--out", help="run directory (default results/<suite>/<timestamp>); an existing one resumes")
     p.add_argument("--backend", default="loky", choices=["loky", "dask"], help="where cells run")
     p.add_argument("--scheduler", help="Dask scheduler address with --backend dask, e.g. tcp://127.0.0.1:8786")

@@ -48,7 +48,12 @@ def task_table(spec: SuiteSpec) -> list[dict[str, str]]:
     from suites.tasks import get_task
 
     names = sorted({t for p in spec.protocols for t in p.tasks})
-    return [get_task(name).describe() for name in names]
+    table = []
+    for name in names:
+        dist = get_task(name)
+        table.append({"name": name, "family": dist.family, "parameters": dist.space.describe(),
+                      "horizon": str(dist.horizon), "source": dist.source})  # fmt: skip
+    return table
 
 
 def run_metadata(spec: SuiteSpec, **run_info: Any) -> dict[str, Any]:

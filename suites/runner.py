@@ -124,10 +124,8 @@ def _check_resume(run_dir: Path, spec: SuiteSpec) -> None:
 
 
 def _run_parallel(
-    cells: list[Cell], run_dir: Path, jobs: int, backend: str, scheduler: str | None
+    cells: list[Cell], run_dir: Path, jobs: int, threads: int, backend: str, scheduler: str | None
 ) -> Iterator[dict[str, Any]]:
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // jobs)
     calls = (joblib.delayed(execute_cell)(c, str(run_dir), threads) for c in cells)
     if backend == "dask":
         from dask.distributed import Client  # optional extra: pip install .[dask]
@@ -150,6 +148,7 @@ def run_suite(
     jobs: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
+    threads: int = 1,
     progress: bool = True,
 ) -> RunSummary:
     """Run (or resume) every cell of ``spec`` into ``run_dir`` and write the final tables.
@@ -160,6 +159,9 @@ def run_suite(
         jobs: cells in parallel (loky processes, or Dask tasks at once).
         backend: "loky" (this machine) or "dask" (a Dask cluster at ``scheduler``).
         scheduler: the Dask scheduler address, e.g. tcp://127.0.0.1:8786.
+        threads: torch threads per cell. The default 1 keeps ``jobs`` x ``threads`` within the
+            cores when ``jobs`` = cores, and makes numbers identical for any ``jobs``: torch's
+            multi-threaded reductions sum in another order, and training amplifies that.
         progress: show a progress bar on stderr.
     """
     if backend not in BACKENDS:
@@ -168,6 +170,11 @@ def run_suite(
         raise SpecError("--scheduler: expected an address like tcp://host:8786 with --backend dask, got none")
     if not isinstance(jobs, int) or jobs < 1:
         raise SpecError(f"--jobs: expected a positive int, got {jobs!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise SpecError(f"--threads: expected a positive int, got {threads!r}")
+    if jobs * threads > (os.cpu_count() or 1):
+        log.warning("--jobs %d x --threads %d exceeds %d cores: workers will oversubscribe",
+                    jobs, threads, os.cpu_count())  # fmt: skip
     unknown = sorted(set(spec.models) - set(MODELS))
     if unknown:
         raise SpecError(f"models: unknown {unknown}; expected any of {sorted(MODELS)}")
@@ -185,14 +192,14 @@ def run_suite(
     failed = 0
     bar = tqdm(total=len(cells), initial=skipped, desc=spec.name, unit="cell", disable=not progress)
     with bar:
-        for record in _run_parallel(todo, run_dir, jobs, backend, scheduler):
+        for record in _run_parallel(todo, run_dir, jobs, threads, backend, scheduler):
             if record["status"] != "ok":
                 failed += 1
                 log.warning("cell %s failed: %s", record["cell_id"], record["error"])
             bar.set_postfix(failed=failed)
             bar.update()
     wall = time.perf_counter() - start
-    write_tables(run_dir, spec, cells, jobs=jobs, backend=backend, wall_time_s=wall)
+    write_tables(run_dir, spec, cells, jobs=jobs, threads_per_cell=threads, backend=backend, wall_time_s=wall)
     return RunSummary(run_dir, len(cells), skipped, len(todo) - failed, failed, wall)
 
 

@@ -97,7 +97,7 @@ def test_failing_cell_is_recorded_and_others_complete(tmp_path: Path, monkeypatc
 def test_jobs_one_equals_jobs_two(tiny_run, tmp_path: Path) -> None:
     _, rows, _ = tiny_run
     spec = load_suite(str(write_tiny_suite(tmp_path)))
-    summary = run_suite(spec, tmp_path / "run2", jobs=2, progress=False)
+    summary = run_suite(spec, tmp_path / "run2", jobs=2, threads=1, progress=False)
     assert summary.ok
     parallel = pd.read_parquet(tmp_path / "run2" / "rows.parquet")
     pd.testing.assert_frame_equal(_comparable(parallel), _comparable(rows))
