@@ -51,11 +51,12 @@ class Normalizer:
             raise ValueError(
                 "Normalizer.apply: data expected raw (normalizer None), got data already normalised"
             )
-        if data.inputs.shape[-1] != self.input_mean.shape[0]:
-            raise ValueError(
-                f"Normalizer.apply: inputs expected {self.input_mean.shape[0]} features, "
-                f"got {data.inputs.shape[-1]}"
-            )
+        for name, mean in (("inputs", self.input_mean), ("targets", self.target_mean)):
+            got = getattr(data, name).shape[-1]
+            if got != mean.shape[0]:
+                raise ValueError(
+                    f"Normalizer.apply: {name} expected {mean.shape[0]} features, got {got}"
+                )
         return dataclasses.replace(
             data,
             inputs=self.apply_inputs(data.inputs),
