@@ -11,7 +11,7 @@ its attention logits (the T5 relative bias of Raffel et al. 2020, one scalar per
 of buckets), initialised to the ALiBi recency slopes (Press et al. 2022). Nothing depends on an
 absolute position, so a stream of any length is exact and windowing changes nothing.
 
-State: the keys and values of the last ``W - 1`` steps of every layer, (B, L, heads, W-1, d_head)
+State: the keys and values of the last ``W - 1`` steps of every layer, (B, L, W-1, heads, d_head)
 each, and a bool (B, W-1) saying which cache slots hold real steps (oldest slot first). Shapes
 never change, so a step costs O(W * d) and states stack under ``torch.func.vmap``. Invalid slots
 hold zeros, so a state depends only on the steps it remembers.
@@ -91,113 +91,150 @@ def alibi_slopes(num_heads: int) -> Tensor:
     return torch.pow(2.0, -8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
 
 
+def block_layout(steps: int, window: int) -> tuple[int, int, int]:
+    """Query blocks for T steps: (Q, n, pad) with Q = min(T, W), n = ceil(T / Q), pad = n Q - T."""
+    block = min(steps, window)
+    blocks = -(-steps // block)
+    return block, blocks, blocks * block - steps
+
+
+def pad_steps(seq: Tensor, pad: int, value: float = 0.0) -> Tensor:
+    """Append ``pad`` steps of ``value`` along dim 1 of (B, T, ...); no copy when pad is 0."""
+    if pad == 0:
+        return seq
+    return F.pad(seq, (0, 0) * (seq.dim() - 2) + (0, pad), value=value)
+
+
 def overlapping_blocks(seq: Tensor, block: int, cache: int) -> Tensor:
-    """Overlapping windows of Q + C steps, stride Q: (..., C + n Q, F) -> (..., n, Q + C, F).
+    """Overlapping windows of Q + C steps, stride Q: (B, C + n Q, ...) -> (B, n, Q + C, ...).
 
     Window j covers steps j Q .. j Q + Q + C - 1: the C steps before query block j, then block j.
     Built from reshapes and one concatenation (not ``unfold``, whose backward has no vmap rule).
     Needs ``cache <= block`` unless there is a single block.
     """
-    steps = seq.shape[-2] - cache
+    batch, steps, rest = seq.shape[0], seq.shape[1] - cache, seq.shape[2:]
     blocks = steps // block
     if blocks == 1:
-        return seq.unsqueeze(-3)
-    lead, feat = seq.shape[:-2], seq.shape[-1]
-    before = seq[..., :steps, :].reshape(*lead, blocks, block, feat)[
-        ..., :cache, :
-    ]  # (..., n, C, F)
-    current = seq[..., cache:, :].reshape(*lead, blocks, block, feat)  # (..., n, Q, F)
-    return torch.cat([before, current], dim=-2)
+        return seq.unsqueeze(1)
+    before = seq[:, :steps].reshape(batch, blocks, block, *rest)[:, :, :cache]  # (B, n, C, ...)
+    current = seq[:, cache:].reshape(batch, blocks, block, *rest)  # (B, n, Q, ...)
+    return torch.cat([before, current], dim=2)
 
 
-def banded_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_valid: Tensor,
-    rel_bias: Tensor,
-    segment: Tensor | None = None,
-) -> Tensor:
+def window_mask(key_valid: Tensor, segment: Tensor | None, window: int) -> Tensor:
+    """Additive attention mask (0 or -inf) hiding empty cache slots and other episodes' steps.
+
+    Args:
+        key_valid: (B, C + T) bool, False for empty cache slots.
+        segment: optional (B, C + T) int episode ids (the cache is segment 0); a query sees
+            only keys of its own segment.
+        window: W = C + 1.
+
+    Returns:
+        (B, n, 1, 1, Q + C) without ``segment``, (B, n, 1, Q, Q + C) with it: broadcastable
+        against the block scores (B, n, H, Q, Q + C) of ``banded_attention``.
+    """
+    batch, cache = key_valid.shape[0], window - 1
+    block, blocks, pad = block_layout(key_valid.shape[1] - cache, window)
+    # Padded keys are valid and share the last segment: only padded queries see them.
+    visible = overlapping_blocks(pad_steps(key_valid, pad, value=True), block, cache)
+    visible = visible[:, :, None, None, :]  # (B, n, 1, 1, Q + C)
+    if segment is not None:
+        seg = torch.cat([segment, segment[:, -1:].expand(batch, pad)], dim=1)
+        seg_k = overlapping_blocks(seg, block, cache)  # (B, n, Q + C)
+        seg_q = seg[:, cache:].reshape(batch, blocks, block)  # (B, n, Q)
+        visible = visible & (seg_q[:, :, None, :, None] == seg_k[:, :, None, None, :])
+    zero = torch.zeros((), device=key_valid.device)
+    return torch.where(visible, zero, float("-inf"))
+
+
+def band_tables(window: int) -> tuple[Tensor, Tensor]:
+    """Offsets and band of a block of W queries against its W + C keys (C = W - 1).
+
+    Local query i sits at key position C + i of its block, so its offset to local key j is
+    C + i - j, inside the window when 0 <= C + i - j <= C. A block of Q < W queries uses the
+    top-left (Q, Q + C) corner.
+
+    Returns:
+        ``(index, band)``, both (W, W + C): the offset clamped to 0..C (to index the bias by)
+        and the bool band.
+    """
+    cache = window - 1
+    offset = cache + torch.arange(window)[:, None] - torch.arange(window + cache)[None, :]
+    return offset.clamp(0, cache), (offset >= 0) & (offset <= cache)
+
+
+def banded_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor) -> Tensor:
     """Causal attention of T queries over their window of W keys, computed in blocks.
 
     Query t sits at key position C + t (C = W - 1 cached keys come first) and sees keys
-    C + t - (W - 1) .. C + t that are valid and, with ``segment``, in its own segment.
+    C + t - (W - 1) .. C + t, less those ``mask`` hides. Queries go in blocks of
+    Q = min(T, W), each against the Q + C keys that its window can reach.
 
     Args:
-        q: queries (B, H, T, dh), already scaled by 1 / sqrt(dh).
-        k, v: keys and values (B, H, C + T, dh): the cache followed by the chunk.
-        key_valid: (B, C + T) bool, False for empty cache slots.
-        rel_bias: (H, W) logit bias per head and offset t - s.
-        segment: optional (B, C + T) int episode ids (the cache is segment 0).
+        q: queries (B, T, H, dh), already scaled by 1 / sqrt(dh).
+        k, v: keys and values (B, C + T, H, dh): the cache followed by the chunk.
+        bias: (H, Q, Q + C) relative position bias of a block, -inf outside the band.
+        mask: additive mask from ``window_mask``.
 
     Returns:
-        (B, H, T, dh) attention outputs.
+        (B, T, H, dh) attention outputs.
 
     Shapes:
-        Blocks of Q = min(T, W) queries against Q + C keys: the largest intermediate is
-        (B, H, ceil(T / Q), Q, Q + C), i.e. O(T * W).
+        The largest intermediate is the block scores (B, n, H, Q, Q + C), n = ceil(T / Q):
+        O(T * W) memory, not O(T^2). Blocks lead so the bias gradient sums over leading dims.
     """
-    batch, heads, steps, _ = q.shape
-    window = rel_bias.shape[-1]
-    cache = window - 1
-    block = min(steps, window)
-    blocks = -(-steps // block)
-    pad = blocks * block - steps
+    batch, steps, heads, _ = q.shape
+    block, cache = bias.shape[-2], bias.shape[-1] - bias.shape[-2]
+    _, blocks, pad = block_layout(steps, cache + 1)
 
     # Padded queries are dropped at the end; padded keys are seen only by padded queries.
-    q_b = F.pad(q, (0, 0, 0, pad)).reshape(batch, heads, blocks, block, -1)  # (B, H, n, Q, dh)
-    k_b = overlapping_blocks(F.pad(k, (0, 0, 0, pad)), block, cache)  # (B, H, n, Q + C, dh)
-    v_b = overlapping_blocks(F.pad(v, (0, 0, 0, pad)), block, cache)  # (B, H, n, Q + C, dh)
-    ok = F.pad(key_valid, (0, pad), value=True)[..., None]
-    ok = overlapping_blocks(ok, block, cache)[..., 0]  # (B, n, Q + C)
+    q_b = pad_steps(q, pad).reshape(batch, blocks, block, heads, -1)  # (B, n, Q, H, dh)
+    k_b = overlapping_blocks(pad_steps(k, pad), block, cache)  # (B, n, Q + C, H, dh)
+    v_b = overlapping_blocks(pad_steps(v, pad), block, cache)
 
-    # Local query i is at key position C + i of its block; offset to local key j is C + i - j.
-    offset = (
-        cache
-        + torch.arange(block, device=q.device)[:, None]
-        - torch.arange(block + cache, device=q.device)
-    )  # (Q, Q + C)
-    band = (offset >= 0) & (offset <= cache)
-    bias = rel_bias[:, offset.clamp(0, cache)]  # (H, Q, Q + C)
-
-    visible = band & ok[:, :, None, :]  # (B, n, Q, Q + C)
-    if segment is not None:
-        seg = torch.cat([segment, segment[:, -1:].expand(batch, pad)], dim=1)
-        seg_k = overlapping_blocks(seg[..., None], block, cache)[..., 0]  # (B, n, Q + C)
-        seg_q = seg[:, cache:].reshape(batch, blocks, block)  # (B, n, Q)
-        visible = visible & (seg_q[..., :, None] == seg_k[..., None, :])
-
-    scores = q_b @ k_b.transpose(-1, -2) + bias[:, None]  # (B, H, n, Q, Q + C)
-    scores = scores.masked_fill(~visible[:, None], float("-inf"))
-    out = scores.softmax(dim=-1) @ v_b  # (B, H, n, Q, dh)
-    return out.reshape(batch, heads, blocks * block, -1)[:, :, :steps]
+    scores = q_b.transpose(2, 3) @ k_b.permute(0, 1, 3, 4, 2)  # (B, n, H, Q, Q + C)
+    scores = scores + (bias + mask)
+    out = scores.softmax(dim=-1) @ v_b.transpose(2, 3)  # (B, n, H, Q, dh)
+    return out.transpose(2, 3).reshape(batch, blocks * block, heads, -1)[:, :steps]
 
 
 class Attention(nn.Module):
     """Windowed multi-head self-attention with a relative position bias and a KV cache."""
 
+    bias_index: Tensor
+    band: Tensor
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.cache_len = config.cache_len
         self.qkv = nn.Linear(config.hidden_dim, 3 * config.attn_dim)
         self.out = nn.Linear(config.attn_dim, config.hidden_dim)
         offsets = torch.arange(config.window, dtype=torch.float32)
         self.rel_bias = nn.Parameter(-alibi_slopes(config.num_heads)[:, None] * offsets)  # (H, W)
+        index, band = band_tables(config.window)  # constants, built once
+        self.register_buffer("bias_index", index, persistent=False)
+        self.register_buffer("band", band, persistent=False)
 
     def forward(
-        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, key_valid: Tensor, segment: Tensor | None
+        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """h (B, T, D), cache (B, H, C, dh) -> (B, T, D) and keys / values (B, H, C + T, dh)."""
+        """h (B, T, D), cache (B, C, H, dh) -> (B, T, D) and keys / values (B, C + T, H, dh)."""
         batch, steps, _ = h.shape
         qkv = self.qkv(h).reshape(batch, steps, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, dh)
-        k_all = torch.cat([cache_k, k], dim=2)  # (B, H, C + T, dh)
-        v_all = torch.cat([cache_v, v], dim=2)
-        att = banded_attention(
-            q / math.sqrt(self.head_dim), k_all, v_all, key_valid, self.rel_bias, segment
-        )
-        att = att.transpose(1, 2).reshape(batch, steps, -1)  # (B, T, H * dh)
-        return self.out(att), k_all, v_all
+        q, k, v = qkv.unbind(dim=2)  # each (B, T, H, dh)
+        k_all = torch.cat([cache_k, k], dim=1)  # (B, C + T, H, dh)
+        v_all = torch.cat([cache_v, v], dim=1)
+        keys = mask.shape[-1]  # Q + C keys per block of Q queries
+        block = keys - self.cache_len
+        bias = torch.where(
+            self.band[:block, :keys],
+            self.rel_bias[:, self.bias_index[:block, :keys]],
+            float("-inf"),
+        )  # (H, Q, Q + C)
+        att = banded_attention(q / math.sqrt(self.head_dim), k_all, v_all, bias, mask)
+        return self.out(att.reshape(batch, steps, -1)), k_all, v_all
 
 
 class Block(nn.Module):
@@ -215,9 +252,9 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, key_valid: Tensor, segment: Tensor | None
+        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        a, k_all, v_all = self.attn(self.norm_attn(h), cache_k, cache_v, key_valid, segment)
+        a, k_all, v_all = self.attn(self.norm_attn(h), cache_k, cache_v, mask)
         h = h + a
         return h + self.mlp(self.norm_mlp(h)), k_all, v_all
 
@@ -225,7 +262,7 @@ class Block(nn.Module):
 class Transformer(SequenceModel):
     """Causal decoder-only transformer with windowed attention; state is a bounded KV cache.
 
-    State: dict ``keys``, ``values`` (B, L, H, W-1, dh) and ``valid`` (B, W-1) bool.
+    State: dict ``keys``, ``values`` (B, L, W-1, H, dh) and ``valid`` (B, W-1) bool.
     """
 
     name = "transformer"
@@ -234,7 +271,7 @@ class Transformer(SequenceModel):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.cache_len = config.cache_len
-        self.cache_shape = (config.num_layers, config.num_heads, config.cache_len, config.head_dim)
+        self.cache_shape = (config.num_layers, config.cache_len, config.num_heads, config.head_dim)
         self.encoder = nn.Linear(config.input_dim, config.hidden_dim)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.hidden_dim)
@@ -254,20 +291,19 @@ class Transformer(SequenceModel):
         cache = self.cache_len
         batch, steps, _ = x.shape
         valid_all = torch.cat([state["valid"], state["valid"].new_ones(batch, steps)], dim=1)
+        mask = window_mask(valid_all, segment, cache + 1)  # shared by the layers
         h = self.encoder(x)  # (B, T, D)
         new_k, new_v = [], []
         for layer, block in enumerate(self.blocks):
-            h, k_all, v_all = block(
-                h, state["keys"][:, layer], state["values"][:, layer], valid_all, segment
-            )
-            new_k.append(k_all[:, :, k_all.shape[2] - cache :])  # the last W - 1 steps
-            new_v.append(v_all[:, :, v_all.shape[2] - cache :])
+            h, k_all, v_all = block(h, state["keys"][:, layer], state["values"][:, layer], mask)
+            new_k.append(k_all[:, k_all.shape[1] - cache :])  # the last W - 1 steps
+            new_v.append(v_all[:, v_all.shape[1] - cache :])
         y = self.head(self.norm(h))
 
         valid = valid_all[:, valid_all.shape[1] - cache :]  # (B, C)
         if segment is not None:  # steps before the last reset are forgotten
             valid = valid & (segment[:, segment.shape[1] - cache :] == segment[:, -1:])
-        keep = valid[:, None, None, :, None]  # empty slots hold zeros: a canonical state
+        keep = valid[:, None, :, None, None]  # empty slots hold zeros: a canonical state
         keys = torch.where(keep, torch.stack(new_k, dim=1), 0.0)
         values = torch.where(keep, torch.stack(new_v, dim=1), 0.0)
         return y, {"keys": keys, "values": values, "valid": valid}
