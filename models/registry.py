@@ -15,11 +15,13 @@ from torch import nn
 from models.base import ModelConfig, SequenceModel, _meta_param_count
 from models.mlp import MLP
 from models.neural_state import NeuralState
+from models.ssm import SSM
 from models.transformer import Transformer
 
 MODELS: dict[str, type[SequenceModel]] = {
     "mlp": MLP,
     "neural-state": NeuralState,
+    "ssm": SSM,
     "transformer": Transformer,
 }
 

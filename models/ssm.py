@@ -1,0 +1,249 @@
+"""``ssm``: a stack of diagonal linear recurrent layers (LRU / S5 family) with a parallel scan.
+
+Each layer (Orvieto et al. 2023, Fig. 1; Smith et al. 2023) maps x (B, T, H) to x + block(x):
+
+    z_t = LayerNorm(x_t)
+    h_t = lambda * h_{t-1} + gamma * (B z_t)       lambda, gamma, B complex; diagonal lambda (N,)
+    u_t = Re(C h_t) + D * z_t                      C complex (H, N), D real (H,)
+    block(x)_t = GLU(GELU(u_t)) = W_a v_t * sigmoid(W_b v_t),  v_t = GELU(u_t)
+
+with lambda = exp(-exp(nu) + i exp(theta)) (|lambda| < 1 for every value of nu), initialised
+uniformly on the ring r_min <= |lambda| <= r_max, and gamma = exp(gamma_log) initialised to
+sqrt(1 - |lambda|^2) so that the state's variance does not grow with the memory length.
+An input encoder Linear(input_dim, H) comes first and an output head Linear(H, output_dim) last.
+
+Sequence mode has no loop over time: ``models.scan.chunked_scan`` gives all states with batched
+matrix products, the initial state in closed form; the whole stack runs in the scan's
+chunk-major token order (the per-token layers do not care about order), so no layer reorders
+its activations. Reset uses the scan's a_t := 0 (Lu et al. 2023), no splitting. Step mode is the
+O(H N) recurrence. Complex numbers are carried as (real, imaginary) pairs; the state of a layer
+is a real (B, N, 2) tensor.
+
+References:
+    Orvieto et al., "Resurrecting Recurrent Neural Networks for Long Sequences" (LRU), ICML 2023.
+    Smith, Warrington, Linderman, "Simplified State Space Layers for Sequence Modeling" (S5),
+    ICLR 2023.
+    Lu et al., "Structured State Space Models for In-Context Reinforcement Learning", NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.base import ModelConfig, SequenceModel, State
+from models.scan import chunked_scan, to_chunks
+
+_NU_LOG_MAX = math.log(30.0)
+"""Above this nu_log, |lambda| = exp(-exp(nu_log)) < 1e-13 is zero for every purpose; clamping
+there keeps log|lambda| finite (so lambda^0 = 1 exactly) after any gradient step."""
+
+_MIN_DECAY = 1e-6
+"""log|lambda| <= -_MIN_DECAY, so |lambda| <= 0.999999 < 1 even where exp(nu_log) underflows."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SSMConfig(ModelConfig):
+    """Attributes:
+    state_dim: complex state channels N per layer; kept fixed while ``hidden_dim`` is sized.
+    num_layers: stacked recurrent blocks.
+    r_min: smallest |lambda| of the ring initialisation (fastest forgetting).
+    r_max: largest |lambda| of the ring initialisation (memory of about 1 / (1 - r_max) steps).
+    max_phase: arg(lambda) is initialised uniformly in [0, max_phase].
+    chunk_size: steps per chunk of the parallel scan; changes speed only.
+    """
+
+    state_dim: int = 32
+    num_layers: int = 2
+    r_min: float = 0.4
+    r_max: float = 0.99
+    max_phase: float = 2 * math.pi
+    chunk_size: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("state_dim", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SSMConfig.{name}: expected a positive int, got {value!r}")
+        if (
+            not isinstance(self.chunk_size, int)
+            or isinstance(self.chunk_size, bool)
+            or self.chunk_size < 2
+        ):
+            raise ValueError(f"SSMConfig.chunk_size: expected an int >= 2, got {self.chunk_size!r}")
+        if not 0.0 <= self.r_min < self.r_max < 1.0:
+            raise ValueError(
+                "SSMConfig.r_min, r_max: expected 0 <= r_min < r_max < 1, "
+                f"got r_min={self.r_min!r}, r_max={self.r_max!r}"
+            )
+        if not 0.0 < self.max_phase <= 2 * math.pi:
+            raise ValueError(
+                f"SSMConfig.max_phase: expected a value in (0, 2 pi], got {self.max_phase!r}"
+            )
+
+
+class DiagonalRecurrence(nn.Module):
+    """h_t = lambda h_{t-1} + gamma B z_t, u_t = Re(C h_t) + D z_t with LRU parameters.
+
+    Shapes: z (tokens, H) in the scan's chunk-major order; state (B, N, 2).
+    """
+
+    def __init__(
+        self, width: int, states: int, r_min: float, r_max: float, max_phase: float
+    ) -> None:
+        super().__init__()
+        # Ring initialisation (Orvieto et al. 2023, Lemma 3.2): |lambda|^2 ~ U[r_min^2, r_max^2].
+        u1, u2 = torch.rand(states), torch.rand(states)
+        self.nu_log = nn.Parameter(
+            torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2))
+        )
+        self.theta_log = nn.Parameter(torch.log(max_phase * u2 + 1e-4))
+        magnitude = torch.exp(-torch.exp(self.nu_log.detach()))
+        self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1 - magnitude**2)))
+        self.B = nn.Parameter(
+            torch.randn(states, 2, width) / math.sqrt(2 * width)
+        )  # [n, (re, im), h]
+        self.C = nn.Parameter(torch.randn(width, states, 2) / math.sqrt(states))  # [h, n, (re, im)]
+        self.D = nn.Parameter(torch.randn(width))
+
+    def decay(self) -> tuple[Tensor, Tensor]:
+        """log|lambda| and arg(lambda), each (N,); log|lambda| <= -1e-6 for any parameters."""
+        log_mag = -(torch.exp(self.nu_log.clamp(max=_NU_LOG_MAX)) + _MIN_DECAY)
+        return log_mag, torch.exp(self.theta_log)
+
+    def _in_proj(self) -> Tensor:
+        """gamma * B as a real (2N, H) matrix, rows ordered (state, re/im)."""
+        return (self.B * torch.exp(self.gamma_log).reshape(-1, 1, 1)).reshape(-1, self.B.shape[-1])
+
+    def _out_proj(self) -> Tensor:
+        """Re(C h) = C_re h_re - C_im h_im as a real (H, 2N) matrix, columns (state, re/im)."""
+        return torch.stack([self.C[..., 0], -self.C[..., 1]], dim=-1).reshape(self.C.shape[0], -1)
+
+    def sequence(
+        self,
+        z: Tensor,
+        h0: Tensor,
+        reset: Tensor | None,
+        chunk_shape: tuple[int, int, int],
+        last: tuple[int, int],
+    ) -> tuple[Tensor, Tensor]:
+        """All steps at once.
+
+        Args:
+            z: (C * B * chunks, H), tokens in chunk-major order.
+            h0: (B, N, 2), the state before the first step.
+            reset: optional bool (C, B, chunks).
+            chunk_shape: (C, B, chunks).
+            last: (position in chunk, chunk) of the last real step.
+
+        Returns:
+            u (tokens, H) and the state after the last real step, (B, N, 2).
+        """
+        states = self.B.shape[0]
+        x = (self._in_proj() @ z.T).reshape(states, 2, *chunk_shape)  # (N, 2, C, B, chunks)
+        log_mag, phase = self.decay()
+        h = chunked_scan(log_mag, phase, x, h0.permute(1, 2, 0), reset)  # (N, 2, C, B, chunks)
+        u = torch.addmm(z * self.D, h.reshape(2 * states, -1).T, self._out_proj().T)
+        return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
+
+    def step(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: z (B, H), h (B, N, 2) -> u (B, H), h (B, N, 2)."""
+        log_mag, phase = self.decay()
+        mag = torch.exp(log_mag)
+        a_re, a_im = mag * torch.cos(phase), mag * torch.sin(phase)
+        drive = (z @ self._in_proj().T).reshape(h.shape)  # (B, N, 2)
+        h_re, h_im = h[..., 0], h[..., 1]
+        h = torch.stack([a_re * h_re - a_im * h_im, a_re * h_im + a_im * h_re], dim=-1) + drive
+        u = h.reshape(h.shape[0], -1) @ self._out_proj().T + z * self.D
+        return u, h
+
+
+class SSMBlock(nn.Module):
+    """Pre-norm residual block: x + GLU(GELU(recurrence(LayerNorm(x))))."""
+
+    def __init__(self, config: SSMConfig) -> None:
+        super().__init__()
+        width = config.hidden_dim
+        self.norm = nn.LayerNorm(width)
+        self.recurrence = DiagonalRecurrence(
+            width, config.state_dim, config.r_min, config.r_max, config.max_phase
+        )
+        self.glu = nn.Linear(width, 2 * width)
+
+    def mix(self, x: Tensor, u: Tensor) -> Tensor:
+        """The residual update from the recurrence output u, (..., H)."""
+        return x + F.glu(self.glu(F.gelu(u)), dim=-1)
+
+
+class SSM(SequenceModel):
+    """Encoder -> ``num_layers`` x SSMBlock -> head; state: one (B, N, 2) tensor per layer."""
+
+    name = "ssm"
+    config_class = SSMConfig
+
+    def __init__(self, config: SSMConfig) -> None:
+        super().__init__(config)
+        self.state_dim, self.chunk_size = config.state_dim, config.chunk_size
+        self.encoder = nn.Linear(config.input_dim, config.hidden_dim)
+        self.blocks = nn.ModuleList(SSMBlock(config) for _ in range(config.num_layers))
+        self.head = nn.Linear(config.hidden_dim, config.output_dim)
+
+    def _blocks(self) -> list[SSMBlock]:
+        return [cast(SSMBlock, block) for block in self.blocks]
+
+    def _init_state(self, batch_size: int, device: torch.device) -> State:
+        return tuple(torch.zeros(batch_size, self.state_dim, 2, device=device) for _ in self.blocks)
+
+    def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h = self.encoder(x)  # (B, H)
+        new_state = []
+        for block, s in zip(self._blocks(), state, strict=True):
+            u, s = block.recurrence.step(block.norm(h), s)
+            h = block.mix(h, u)
+            new_state.append(s)
+        return self.head(h), tuple(new_state)
+
+    def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self._run(x, state, None)
+
+    def _forward_sequence_with_reset(
+        self, x: Tensor, state: State, reset: Tensor
+    ) -> tuple[Tensor, State]:
+        return self._run(x, state, reset)
+
+    def _run(self, x: Tensor, state: State, reset: Tensor | None) -> tuple[Tensor, State]:
+        batch, steps, _ = x.shape
+        size = min(self.chunk_size, steps)
+        chunks = -(-steps // size)
+        pad = chunks * size - steps
+        if pad:
+            # Steps appended after the last one cannot change it; their outputs are dropped.
+            x = F.pad(x, (0, 0, 0, pad))
+            reset = F.pad(reset, (0, pad)) if reset is not None else None
+        resets = to_chunks(reset, size) if reset is not None else None  # (C, B, chunks)
+        # Tokens in chunk-major order (step c * C + s at [s, b, c]), flat: (C * B * chunks, in).
+        tokens = (
+            x.reshape(batch, chunks, size, -1)
+            .permute(2, 0, 1, 3)
+            .reshape(size * batch * chunks, -1)
+        )
+        last = ((steps - 1) % size, (steps - 1) // size)
+        h = self.encoder(tokens)
+        new_state = []
+        for block, s in zip(self._blocks(), state, strict=True):
+            u, s = block.recurrence.sequence(block.norm(h), s, resets, (size, batch, chunks), last)
+            h = block.mix(h, u)
+            new_state.append(s)
+        y = (
+            self.head(h)
+            .reshape(size, batch, chunks, -1)
+            .permute(1, 2, 0, 3)
+            .reshape(batch, chunks * size, -1)
+        )
+        return (y[:, :steps] if pad else y), tuple(new_state)
