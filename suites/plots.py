@@ -18,8 +18,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from suites import stats
 
@@ -34,12 +36,22 @@ def to_png(fig: Figure, dpi: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def _log_axis(ax: Axes, which: str) -> None:
+    """Log scale on axis ``which`` ("x" or "y") with plain-number labels on major ticks only
+    (mathtext minor labels are slow to lay out and crowd the axis)."""
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _col_wrap(n: int) -> int:
     return min(n, 3)
 
 
-def mean_bands(data: pd.DataFrame, keys: list[str], n_boot: int = 1000, seed: int = 0,
-               confidence: float = 0.95) -> pd.DataFrame:
+def mean_bands(
+    data: pd.DataFrame, keys: list[str], n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> pd.DataFrame:
     """Mean of ``value`` per group of ``keys`` with its bootstrap percentile interval.
 
     Returns:
@@ -48,8 +60,9 @@ def mean_bands(data: pd.DataFrame, keys: list[str], n_boot: int = 1000, seed: in
     rng = np.random.default_rng(seed)
     out = []
     for key, grp in data.groupby(keys, sort=True):
-        ci = stats.stratified_bootstrap(grp["value"].to_numpy()[:, None], stats.mean, rng, n_boot,
-                                        confidence)
+        ci = stats.stratified_bootstrap(
+            grp["value"].to_numpy()[:, None], stats.mean, rng, n_boot, confidence
+        )
         out.append((*key, ci.estimate, ci.low, ci.high))
     return pd.DataFrame(out, columns=[*keys, "mean", "low", "high"])
 
@@ -103,23 +116,31 @@ def curves(
                 if b.empty:
                     continue
                 ax.plot(b["step"], b["mean"], color=colors[model], ls=dashes[sty], lw=1.6)
-                ax.fill_between(b["step"], b["low"], b["high"], color=colors[model], alpha=0.18,
-                                lw=0)
+                ax.fill_between(
+                    b["step"], b["low"], b["high"], color=colors[model], alpha=0.18, lw=0
+                )
         if logy:
-            ax.set_yscale("log")
+            _log_axis(ax, "y")
         if vline is not None:
             ax.axvline(vline, color="0.3", ls="--", lw=1)
         ax.set_title(task, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors[m], lw=2, label=m) for m in models]
     if style:
-        handles += [Line2D([], [], color="0.3", ls=dashes[s], label=f"{style}: {s}")
-                    for s in styles]
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=9,
-               title="model" + (f" / {style}" if style else ""))
+        handles += [
+            Line2D([], [], color="0.3", ls=dashes[s], label=f"{style}: {s}") for s in styles
+        ]
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        fontsize=9,
+        title="model" + (f" / {style}" if style else ""),
+    )
     fig.tight_layout()
     return to_png(fig, dpi)
 
@@ -190,11 +211,11 @@ def loglog(
             ax.plot(xs, np.exp(f["intercept"]) * xs ** f["slope"], color=palette[model])
             label = f"{model} (slope {f['slope']:.2f})"
         ax.plot([], [], "o-", color=palette[model], label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axis(ax, "x")
+    _log_axis(ax, "y")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(title="model (fitted log-log slope)", fontsize=8)
+    ax.legend(title="model (fitted log-log slope)", fontsize=8, loc="best")
     fig.tight_layout()
     return to_png(fig, dpi)
 
@@ -225,19 +246,31 @@ def bars(
     hues = sorted(bands[hue].unique()) if hue else [None]
     colors = _palette([str(h) for h in hues])
     width = 0.8 / len(hues)
-    fig, ax = plt.subplots(figsize=(min(max(5.0, 0.9 * len(cats) * (1 + 0.25 * len(hues))), 12),
-                                    3.8))
+    fig, ax = plt.subplots(
+        figsize=(min(max(5.0, 0.9 * len(cats) * (1 + 0.25 * len(hues))), 12), 3.8)
+    )
     for i, h in enumerate(hues):
         b = bands if hue is None else bands.loc[bands[hue] == h]
         pos = [cats.index(c) - 0.4 + width * (i + 0.5) for c in b[x]]
-        ax.bar(pos, b["mean"], width=width * 0.95, color=colors[str(h)],
-               label=None if h is None else str(h))
-        ax.errorbar(pos, b["mean"], yerr=[b["mean"] - b["low"], b["high"] - b["mean"]],
-                    fmt="none", ecolor="0.2", capsize=3, lw=1.2)
-    ax.set_xticks(range(len(cats)), [str(c) for c in cats],
-                  rotation=15 if len(cats) > 4 else 0)
+        ax.bar(
+            pos,
+            b["mean"],
+            width=width * 0.95,
+            color=colors[str(h)],
+            label=None if h is None else str(h),
+        )
+        ax.errorbar(
+            pos,
+            b["mean"],
+            yerr=[b["mean"] - b["low"], b["high"] - b["mean"]],
+            fmt="none",
+            ecolor="0.2",
+            capsize=3,
+            lw=1.2,
+        )
+    ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=15 if len(cats) > 4 else 0)
     if logy:
-        ax.set_yscale("log")
+        _log_axis(ax, "y")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if hue is not None:

@@ -82,6 +82,8 @@ def cell_text(value: object) -> str:
     """One table cell as text: floats to 4 significant digits, NaN and None empty."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e9:
+        return str(int(value))
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -12,7 +12,9 @@ from suites.report.document import Block, Figure, Section, Table, Text
 from suites.report.metrics import spec
 from suites.report.query import rows_of
 
-BANDS = "lines: mean over seeds; bands: seaborn's bootstrap 95% interval of that mean"
+ARM_ORDER = ("random", "unadapted", "pretrain", "maml", "maml+adapter", "oracle")
+"""Bar order of MPC arms: from no adaptation to the oracle; other arms follow alphabetically."""
+BANDS = "lines: mean over seeds; bands: bootstrap 95% percentile interval of that mean"
 
 
 def _curve(
@@ -117,6 +119,8 @@ def mpc(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
     blocks: list[Block] = []
     ret = rows_of(rows, "mpc", "return")
     if not ret.empty:
+        order = {a: i for i, a in enumerate(ARM_ORDER)}
+        ret = ret.sort_values("arm", key=lambda s: s.map(lambda a: (order.get(a, len(order)), a)))
         png = plots.bars(
             ret,
             "arm",
@@ -190,10 +194,11 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
     ]
     if not lat.empty:
         lat = lat.groupby(["metric", "model", "seed"], as_index=False)["value"].mean()
+        lat["batch"] = lat["metric"].str.replace("step_latency_ms_b", "batch ", regex=False)
         png = plots.bars(
             lat,
-            "metric",
-            "batch size (metric)",
+            "batch",
+            "batch size (rows stepped together)",
             "step latency (ms)",
             n_boot=config.reps,
             seed=config.seed,

@@ -23,8 +23,7 @@ th, td { border: 1px solid #ccc; padding: .2rem .55rem; text-align: right; }
 th { background: #f0f0f0; }
 td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
-caption { caption-side: top; text-align: left; font-style: italic; padding: .3rem 0;
-          color: #444; }
+p.caption { font-style: italic; color: #444; font-size: .92rem; margin: 1.2rem 0 .2rem; }
 figure { margin: 1rem 0 1.8rem; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-style: italic; color: #444; font-size: .92rem; }
@@ -45,9 +44,10 @@ def _table(table: Table) -> str:
         for row in table.frame.itertuples(index=False)
     )
     caption = f"Table ({escape(table.name)}): {_text(table.caption)}"
+    # The caption sits above the table, not in a <caption>, which would wrap to the table's width.
     return (
-        f'<div class="scroll"><table id="table-{escape(table.name)}"><caption>{caption}'
-        f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        f'<div class="scroll" id="table-{escape(table.name)}"><p class="caption">{caption}'
+        f"</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
     )
 
 

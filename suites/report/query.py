@@ -111,14 +111,17 @@ def matrix(runs: pd.DataFrame, tasks: list[str]) -> np.ndarray:
     return out
 
 
-def paired(
-    pre: pd.DataFrame, post: pd.DataFrame, tasks: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two (runs, tasks) arrays whose rows are the same seeds (runs present in both only)."""
+def paired(pre: pd.DataFrame, post: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Two (runs, tasks) arrays whose rows are the same seeds, over the runs present in both.
+
+    Returns:
+        pre array, post array, and the tasks (columns) they cover; empty when no run pairs.
+    """
     both = pre.merge(post, on=RUN_KEYS, suffixes=("_pre", "_post"))
+    tasks = sorted(both["task"].unique())
     a = matrix(both.rename(columns={"value_pre": "value"}), tasks)
     b = matrix(both.rename(columns={"value_post": "value"}), tasks)
-    return a, b
+    return a, b, tasks
 
 
 def rng_for(config: ReportConfig, *key: str) -> np.random.Generator:

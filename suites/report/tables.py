@@ -222,8 +222,9 @@ def gains(rows: pd.DataFrame, protocol: str, metric: str, config: ReportConfig) 
         post = per_run(rows, Selection(protocol, metric, arm, last))
         for model in sorted(set(pre["model"]) & set(post["model"])):
             p, q = pre.loc[pre["model"] == model], post.loc[post["model"] == model]
-            tasks = sorted(set(p["task"]) & set(q["task"]))
-            a, b = paired(p, q, tasks)
+            a, b, tasks = paired(p, q)
+            if not tasks:
+                continue
             ci = stats.adaptation_gain(
                 sign * a,
                 sign * b,
