@@ -21,12 +21,15 @@ from torch import Tensor, nn
 
 
 def total_norm(tensors: Sequence[Tensor]) -> float:
-    """The L2 norm of all elements of ``tensors`` together (inf / nan when any element is)."""
+    """The L2 norm of all elements of ``tensors`` together (inf / nan when any element is).
+
+    Accumulated in float64, so a large but finite fp32 gradient (|g| > 1e19, whose square
+    overflows fp32) is not mistaken for a non-finite one.
+    """
     if not tensors:
         return 0.0
-    return float(
-        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
-    )
+    norms = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in tensors]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def all_finite(tensors: Sequence[Tensor]) -> bool:

@@ -39,6 +39,10 @@ def test_clip_by_total_norm_matches_torch() -> None:
         torch.testing.assert_close(c, p.grad)
     unclipped, _ = clip_by_total_norm(grads, 100.0)
     assert all(u is g for u, g in zip(unclipped, grads, strict=True))
+    # a huge but finite fp32 gradient has a finite norm (its square would overflow fp32)
+    huge, norm = clip_by_total_norm([torch.full((4,), 1e30)], 1.0)
+    assert norm == pytest.approx(2e30, rel=1e-6)
+    assert total_norm(huge) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_project_to_ball_is_the_radial_projection() -> None:
@@ -190,3 +194,18 @@ def test_tolerance_stops_when_the_improvement_is_small() -> None:
     step = again.adapt((x, y))
     assert step["loss_before"] == pytest.approx(info["loss"], rel=1e-6)
     assert step["loss_before"] - step["loss"] < 2 * tol
+
+
+def test_a_step_that_overflows_the_weights_is_rolled_back_even_if_the_loss_stays_finite() -> None:
+    m = model("mlp")
+    bias = dict(m.named_parameters())["net.4.bias"]
+    start = bias.detach().clone()
+
+    def saturating(outputs: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        # gradient 1e36 while unsaturated; at -inf the loss is -1 and the gradient 0, both finite
+        return torch.clamp(-1e36 * bias[0], min=-1.0)  # bias[0] starts < 0
+
+    cfg = AdaptationConfig(lr=1e4, optimizer="sgd", num_steps=1, grad_clip_norm=None)
+    info = Adapter(m, cfg).adapt(_batch(), loss_fn=saturating)
+    assert info["rolled_back"] and not info["updated"]
+    assert torch.equal(bias.detach(), start)
