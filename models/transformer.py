@@ -199,6 +199,27 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor
     return out.transpose(2, 3).reshape(batch, blocks * block, heads, -1)[:, :steps]
 
 
+class LayerNorm(nn.Module):
+    """Layer normalisation (Ba et al. 2016) over the last dim, written with elementary ops.
+
+    torch's fused ``layer_norm`` has a wrong batching rule for its backward (pytorch/functorch
+    issue 534): a second-order meta-gradient taken by autograd through ``vmap`` of
+    ``torch.func.grad`` (MetaMAML's vectorised path) comes out wrong, by 1e-2 in float64 here,
+    while this composite form differentiates correctly under every transform.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        centred = x - x.mean(dim=-1, keepdim=True)
+        var = centred.pow(2).mean(dim=-1, keepdim=True)
+        return centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
 class Attention(nn.Module):
     """Windowed multi-head self-attention with a relative position bias and a KV cache."""
 
@@ -242,9 +263,9 @@ class Block(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        self.norm_attn = nn.LayerNorm(config.hidden_dim)
+        self.norm_attn = LayerNorm(config.hidden_dim)
         self.attn = Attention(config)
-        self.norm_mlp = nn.LayerNorm(config.hidden_dim)
+        self.norm_mlp = LayerNorm(config.hidden_dim)
         self.mlp = nn.Sequential(
             nn.Linear(config.hidden_dim, config.mlp_dim),
             nn.GELU(),
@@ -274,7 +295,7 @@ class Transformer(SequenceModel):
         self.cache_shape = (config.num_layers, config.cache_len, config.num_heads, config.head_dim)
         self.encoder = nn.Linear(config.input_dim, config.hidden_dim)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        self.norm = nn.LayerNorm(config.hidden_dim)
+        self.norm = LayerNorm(config.hidden_dim)
         self.head = nn.Linear(config.hidden_dim, config.output_dim)
 
     def _init_state(self, batch_size: int, device: torch.device) -> State:

@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from models import SequenceModel, count_params, make_model
-from models.transformer import Transformer, TransformerConfig
+from models.transformer import LayerNorm, Transformer, TransformerConfig
 
 IN, OUT = 5, 3
 
@@ -200,26 +200,50 @@ def test_second_order_gradients_are_correct() -> None:
 
 
 def test_vmapped_second_order_maml_gradient_equals_per_task_loop() -> None:
-    model = _model(window=4)
-    params = {k: v.detach() for k, v in model.named_parameters()}
+    """MAML's two paths: vmap over tasks of torch.func.grad with the outer gradient by autograd
+    (MetaMAML's fast path), pure torch.func, and a per-task create_graph loop, in float64."""
+    model = _model(window=4).double()
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
     tasks = 3
-    xs, ys = torch.randn(tasks, 2, 9, IN), torch.randn(tasks, 2, 9, OUT)
+    xs = torch.randn(tasks, 2, 9, IN, dtype=torch.float64)
+    ys = torch.randn(tasks, 2, 9, OUT, dtype=torch.float64)
     state = model.init_state(2)
+    states = {k: v.expand(tasks, *v.shape).clone() for k, v in state.items()}
 
-    def loss(p, x, y):
-        return F.mse_loss(functional_call(model, p, (x, state))[0], y)
+    def loss(p, x, y, s):
+        return F.mse_loss(functional_call(model, p, (x, s))[0], y)
 
-    def meta_loss(p, x, y):  # one inner SGD step on the first half, loss on the second
-        g = grad(loss)(p, x[:, :5], y[:, :5])
-        fast = {k: p[k] - 0.1 * g[k] for k in p}
-        return loss(fast, x[:, 5:], y[:, 5:])
+    def meta_loss(p, x, y, s):  # one inner SGD step on the first half, loss on the second
+        g = grad(loss)(p, x[:, :5], y[:, :5], s)
+        return loss({k: p[k] - 0.1 * g[k] for k in p}, x[:, 5:], y[:, 5:], s)
 
-    g_vmap = vmap(grad(meta_loss), in_dims=(None, 0, 0))(params, xs, ys)
+    outer = vmap(meta_loss, in_dims=(None, 0, 0, 0))(params, xs, ys, states).mean()
+    g_outer = torch.autograd.grad(outer, list(params.values()))
+    detached = {k: v.detach() for k, v in params.items()}
+    g_func = vmap(grad(meta_loss), in_dims=(None, 0, 0, 0))(detached, xs, ys, states)
+
+    total = torch.zeros((), dtype=torch.float64)
     for i in range(tasks):
-        g_i = grad(meta_loss)(params, xs[i], ys[i])
-        for k in params:
-            torch.testing.assert_close(g_vmap[k][i], g_i[k], atol=1e-6, rtol=1e-5)
-    assert any(g.abs().sum() > 0 for g in tree_flatten(g_vmap)[0])
+        inner = loss(params, xs[i, :, :5], ys[i, :, :5], state)
+        g = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+        fast = {k: v - 0.1 * gk for (k, v), gk in zip(params.items(), g, strict=True)}
+        total = total + loss(fast, xs[i, :, 5:], ys[i, :, 5:], state) / tasks
+    g_loop = torch.autograd.grad(total, list(params.values()))
+
+    for k, a, b in zip(params, g_outer, g_loop, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=k)
+        torch.testing.assert_close(g_func[k].mean(0), b, atol=1e-10, rtol=0, msg=k)
+    assert all(g.abs().sum() > 0 for g in g_loop)
+
+
+def test_composite_layer_norm_equals_torch() -> None:
+    ours, ref = LayerNorm(7), torch.nn.LayerNorm(7)
+    with torch.no_grad():
+        for p in (ours.weight, ours.bias):
+            p.normal_()
+        ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 5, 7) * 4 + 2
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=0)
 
 
 def test_every_hidden_dim_is_valid_and_sizes_grow_monotonically() -> None:
