@@ -69,7 +69,7 @@ def _collect_steps_per_s(name: str, tasks: int, episodes: int, horizon: int, see
 
 
 def measure(
-    name: str, tasks: int = 4, episodes: int = 8, horizon: int = 200, repeats: int = 3
+    name: str, tasks: int = 8, episodes: int = 8, horizon: int = 200, repeats: int = 5
 ) -> Throughput:
     """Median steps/s of raw stepping and of ``collect`` for task ``name``, interleaved.
 

@@ -26,6 +26,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.utils import EzPickle
 
 from suites.tasks.base import Array, TaskDistribution, square_sum
+from suites.tasks.mujoco_models import CachedModelMixin
 from suites.tasks.spaces import ChoiceSpace, DiscSpace, ParamSpace, TaskParams
 
 DT = 0.05
@@ -45,11 +46,11 @@ SURVIVE_REWARD = 0.05
 DIR_CTRL_COST = 0.5 * 1e-2
 GOAL_CTRL_COST = 0.1
 
-LEGS = ("front_left", "front_right", "back_left", "back_right")
-"""Leg k is actuated through joints hip_{k+1} and ankle_{k+1} of ant.xml."""
+LEGS = ("front_left_leg", "front_right_leg", "back_leg", "right_back_leg")
+"""ant.xml's body names of the legs; leg k is actuated through joints hip_{k+1}, ankle_{k+1}."""
 
 
-class AntTaskEnv(AntEnv):
+class AntTaskEnv(CachedModelMixin, AntEnv):
     """Ant-v5 with x, y observed, a task and ``set_task``.
 
     Subclasses set ``task_name``, ``space`` and ``terminates`` and implement ``_task_reward``

@@ -24,6 +24,7 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
 from suites.tasks.base import Array, TaskDistribution, square_sum
+from suites.tasks.mujoco_models import CachedModelMixin
 from suites.tasks.spaces import BoxSpace, ChoiceSpace, ParamSpace, TaskParams
 
 DT = 0.05
@@ -39,7 +40,7 @@ JOINTS = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
 """HalfCheetah's six actuated joints, in actuator order."""
 
 
-class HalfCheetahTaskEnv(HalfCheetahEnv):
+class HalfCheetahTaskEnv(CachedModelMixin, HalfCheetahEnv):
     """HalfCheetah-v5 with the x position observed, a task and ``set_task``.
 
     Subclasses set ``task_name`` and ``space`` and implement ``_apply_task`` (change the model)
