@@ -13,12 +13,16 @@ import torch
 from torch import nn
 
 from models.base import ModelConfig, SequenceModel, _meta_param_count
+from models.gru import GRU
+from models.lstm import LSTM
 from models.mlp import MLP
 from models.neural_state import NeuralState
 from models.ssm import SSM
 from models.transformer import Transformer
 
 MODELS: dict[str, type[SequenceModel]] = {
+    "gru": GRU,
+    "lstm": LSTM,
     "mlp": MLP,
     "neural-state": NeuralState,
     "ssm": SSM,

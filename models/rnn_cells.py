@@ -1,0 +1,193 @@
+"""Hand-written LSTM and GRU cells on ``nn.LSTM`` / ``nn.GRU``'s own parameters, and the pieces
+``lstm`` and ``gru`` share.
+
+``torch.func.vmap`` has no batching rule for the fused ``aten::lstm`` / ``aten::gru`` kernels
+(pytorch issues 105982, 134606): under vmap they raise "Batching rule not implemented". MAML runs
+its tasks under vmap, so the two models switch to the cells here whenever a tensor they receive
+is batched by vmap. The cells use exactly the fused modules' parameters (``weight_ih_l{k}``,
+``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, gate rows in torch's order: i, f, g, o for
+the LSTM and r, z, n for the GRU), so the two paths compute the same function; tests/models/
+test_rnn.py holds them equal to 1e-5 in values, gradients and second-order gradients.
+
+Each layer projects its whole input sequence with one matmul before the loop over time; a step
+then costs one matmul (the recurrence) and a handful of elementwise ops, since on a CPU the
+per-op dispatch cost, multiplied by the number of steps, is what a Python time loop pays. The
+projected sequence is split into steps with one ``unbind``: indexing ``drive[:, t]`` instead
+would make every step's backward allocate and add a zero gradient of the whole (B, T, G*H)
+sequence, quadratic in T.
+
+References:
+    Hochreiter & Schmidhuber (1997), "Long Short-Term Memory"; gate equations as in the
+    ``torch.nn.LSTM`` documentation. Cho et al. (2014), "Learning Phrase Representations using
+    RNN Encoder-Decoder"; gate equations (reset applied after the recurrent matmul) as in the
+    ``torch.nn.GRU`` documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from models.base import ModelConfig
+
+LayerWeights = tuple[Tensor, Tensor, Tensor, Tensor]
+"""One layer's (weight_ih (G*H, in), weight_hh (G*H, H), bias_ih (G*H,), bias_hh (G*H,))."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentConfig(ModelConfig):
+    """Attributes:
+    num_layers: stacked recurrent layers (the ``num_layers`` of nn.LSTM / nn.GRU).
+    """
+
+    num_layers: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        value = self.num_layers
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"{type(self).__name__}.num_layers: expected a positive int, got {value!r}"
+            )
+
+
+def layer_weights(rnn: nn.RNNBase) -> list[LayerWeights]:
+    """The per-layer parameters of a fused ``nn.LSTM`` / ``nn.GRU``, read by attribute.
+
+    Reading by attribute (not ``_flat_weights``) picks up the tensors that
+    ``torch.func.functional_call`` swaps in.
+    """
+    return [
+        (
+            getattr(rnn, f"weight_ih_l{k}"),
+            getattr(rnn, f"weight_hh_l{k}"),
+            getattr(rnn, f"bias_ih_l{k}"),
+            getattr(rnn, f"bias_hh_l{k}"),
+        )
+        for k in range(rnn.num_layers)
+    ]
+
+
+def _is_vmapped(t: Tensor) -> bool:
+    """Whether ``t`` is batched by ``torch.func.vmap`` at any functorch level.
+
+    Under ``vmap(grad(f))`` the tensor ``f`` sees is a grad wrapper around a batched tensor, so
+    every level of wrapping is inspected, not only the outermost.
+    """
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return True
+        t = functorch.get_unwrapped(t)
+    return False
+
+
+def needs_cells(*tensors: Tensor) -> bool:
+    """True when any of ``tensors`` is vmapped, i.e. the fused kernel would have no batching rule.
+
+    Costs one call when no functorch transform is active (the common, fused case).
+    """
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    return any(_is_vmapped(t) for t in tensors)
+
+
+def lstm_layer(
+    x: Tensor, h: Tensor, c: Tensor, weights: LayerWeights
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer over a sequence, with nn.LSTM's parameters and gate order (i, f, g, o).
+
+        i, f, o = sigmoid(W_i* x_t + b_i* + W_h* h + b_h*)
+        g = tanh(W_ig x_t + b_ig + W_hg h + b_hg)
+        c' = f * c + i * g;  h' = o * tanh(c')
+
+    Args:
+        x: the layer's input sequence.
+        h, c: hidden and cell state before the first step.
+        weights: (weight_ih, weight_hh, bias_ih, bias_hh) of this layer.
+
+    Returns:
+        ``(outputs, h, c)``: every step's h, and the state after the last step.
+
+    Shapes:
+        x (B, T, in); h, c (B, H); weight_ih (4H, in); weight_hh (4H, H) -> outputs (B, T, H).
+    """
+    w_ih, w_hh, b_ih, b_hh = weights
+    drive = F.linear(x, w_ih, b_ih + b_hh)  # (B, T, 4H): every step's input part, one matmul
+    w_hh_t = w_hh.t()  # (H, 4H)
+    outputs = []
+    for drive_t in drive.unbind(1):  # (B, 4H) per step; one unbind, linear backward
+        gates = torch.addmm(drive_t, h, w_hh_t)  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.addcmul(f.sigmoid() * c, i.sigmoid(), g.tanh())
+        h = o.sigmoid() * c.tanh()
+        outputs.append(h)
+    return torch.stack(outputs, dim=1), h, c
+
+
+def gru_layer(x: Tensor, h: Tensor, weights: LayerWeights) -> tuple[Tensor, Tensor]:
+    """One GRU layer over a sequence, with nn.GRU's parameters and gate order (r, z, n).
+
+        r, z = sigmoid(W_i* x_t + b_i* + W_h* h + b_h*)
+        n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn));  h' = (1 - z) * n + z * h
+
+    Args:
+        x: the layer's input sequence.
+        h: hidden state before the first step.
+        weights: (weight_ih, weight_hh, bias_ih, bias_hh) of this layer.
+
+    Returns:
+        ``(outputs, h)``: every step's h, and the state after the last step.
+
+    Shapes:
+        x (B, T, in); h (B, H); weight_ih (3H, in); weight_hh (3H, H) -> outputs (B, T, H).
+    """
+    w_ih, w_hh, b_ih, b_hh = weights
+    width = h.shape[-1]
+    # b_hn sits inside r * (...), so only the r and z parts of the two biases can be merged.
+    drive = F.linear(x, w_ih, b_ih)  # (B, T, 3H): every step's input part, one matmul
+    drive_rz, drive_n = drive.split([2 * width, width], dim=2)
+    w_hh_t = w_hh.t()  # (H, 3H)
+    outputs = []
+    for drive_rz_t, drive_n_t in zip(drive_rz.unbind(1), drive_n.unbind(1), strict=True):
+        rec = torch.addmm(b_hh, h, w_hh_t)  # (B, 3H)
+        rec_rz, rec_n = rec.split([2 * width, width], dim=1)
+        r, z = (drive_rz_t + rec_rz).sigmoid().chunk(2, dim=1)
+        n = torch.addcmul(drive_n_t, r, rec_n).tanh()
+        h = torch.lerp(n, h, z)  # n + z * (h - n) = (1 - z) * n + z * h
+        outputs.append(h)
+    return torch.stack(outputs, dim=1), h
+
+
+def lstm_cells(
+    x: Tensor, h: Tensor, c: Tensor, weights: list[LayerWeights]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A stacked LSTM from cells, equal to ``nn.LSTM(batch_first=True)`` without dropout.
+
+    Shapes:
+        x (B, T, in); h, c (B, L, H), batch first like the models' state
+        -> outputs of the last layer (B, T, H), h and c after the last step (B, L, H).
+    """
+    hs, cs = [], []
+    for k, layer in enumerate(weights):
+        x, h_k, c_k = lstm_layer(x, h[:, k], c[:, k], layer)
+        hs.append(h_k)
+        cs.append(c_k)
+    return x, torch.stack(hs, dim=1), torch.stack(cs, dim=1)
+
+
+def gru_cells(x: Tensor, h: Tensor, weights: list[LayerWeights]) -> tuple[Tensor, Tensor]:
+    """A stacked GRU from cells, equal to ``nn.GRU(batch_first=True)`` without dropout.
+
+    Shapes:
+        x (B, T, in); h (B, L, H) -> outputs of the last layer (B, T, H), h after the last step
+        (B, L, H).
+    """
+    hs = []
+    for k, layer in enumerate(weights):
+        x, h_k = gru_layer(x, h[:, k], layer)
+        hs.append(h_k)
+    return x, torch.stack(hs, dim=1)
