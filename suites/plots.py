@@ -21,7 +21,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from suites import stats
 
@@ -41,6 +41,7 @@ def _log_axis(ax: Axes, which: str) -> None:
     (mathtext minor labels are slow to lay out and crowd the axis)."""
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -213,6 +214,9 @@ def loglog(
         ax.plot([], [], "o-", color=palette[model], label=label)
     _log_axis(ax, "x")
     _log_axis(ax, "y")
+    steps = sorted(points["step"].unique())
+    if len(steps) <= 12:  # label the measured sizes themselves (T = 64, 128, ...)
+        ax.set_xticks(steps, [f"{s:g}" for s in steps])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(title="model (fitted log-log slope)", fontsize=8, loc="best")

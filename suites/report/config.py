@@ -15,9 +15,10 @@ class ReportConfig:
         seed and the interval's key, so intervals do not depend on the order they are computed).
     baseline: model the probability of improvement compares against; None picks ``mlp`` when
         present (the memoryless baseline), else the first model alphabetically.
-    zero_change_mse: the low normalisation reference of MSE metrics: the error of predicting
-        zero change, which equals the target variance, 1 for the standardised targets the
-        dynamics protocol predicts.
+    zero_change_mse: the low normalisation reference of MSE metrics: the error of always
+        predicting 0 in standardised target units (the training data's mean observation
+        change), which is the target variance, 1 by construction for the standardised targets
+        the dynamics protocol predicts (suites/data/normalize.py).
     dpi: resolution of the PNG figures.
     """
 

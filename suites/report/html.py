@@ -10,6 +10,8 @@ import base64
 import re
 from html import escape
 
+import numpy as np
+
 from suites.report.document import Code, Figure, Section, Table, Text, cell_text
 
 CSS = """
@@ -19,9 +21,9 @@ h1 { border-bottom: 2px solid #444; padding-bottom: .3rem; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2.2rem; }
 nav ol { columns: 2; font-size: .92rem; }
 table { border-collapse: collapse; margin: .4rem 0 1.4rem; font-size: .85rem; }
-th, td { border: 1px solid #ccc; padding: .2rem .55rem; text-align: right; }
+th, td { border: 1px solid #ccc; padding: .2rem .55rem; text-align: left; }
 th { background: #f0f0f0; }
-td:first-child, th:first-child { text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr:nth-child(even) td { background: #fafafa; }
 p.caption { font-style: italic; color: #444; font-size: .92rem; margin: 1.2rem 0 .2rem; }
 figure { margin: 1rem 0 1.8rem; }
@@ -37,10 +39,16 @@ def _text(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
+def _cell(value: object) -> str:
+    numeric = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+    attr = ' class="num"' if numeric else ""
+    return f"<td{attr}>{escape(cell_text(value))}</td>"
+
+
 def _table(table: Table) -> str:
     head = "".join(f"<th>{escape(str(c))}</th>" for c in table.frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell_text(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(_cell(v) for v in row) + "</tr>"
         for row in table.frame.itertuples(index=False)
     )
     caption = f"Table ({escape(table.name)}): {_text(table.caption)}"

@@ -43,7 +43,10 @@ def headline(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
         return None
     frame = pd.concat([tables.aggregate(rows, s, config) for s in sels], ignore_index=True)
     filters = "; ".join(f"{s.describe()} ({_direction(s.metric)})" for s in sels)
-    panel = frame["protocol"] + ": " + frame["metric"]
+    arrows = frame["metric"].map(
+        lambda m: " (lower better)" if spec(m).lower_is_better else " (higher better)"
+    )
+    panel = frame["protocol"] + ": " + frame["metric"] + arrows
     png = plots.intervals(
         _interval_frame(frame, panel),
         "IQM over runs x tasks (metric's unit)",
@@ -95,8 +98,9 @@ def normalised(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
         Text(
             "Per task, a score is normalised as (x - low) / (high - low), so 0 is the low "
             "reference, 1 the high one and higher is always better, errors included. For MSE "
-            f"metrics, low = {config.zero_change_mse:g}, the error of predicting zero change on "
-            "standardised targets (their variance), and high = 0."
+            f"metrics, low = {config.zero_change_mse:g}, the error of always predicting 0 on "
+            "standardised targets (the training mean change; its MSE is the target variance, 1 "
+            "by construction), and high = 0, a perfect prediction."
         ),
         Table(
             "normalisation_references",

@@ -96,7 +96,8 @@ def aggregate(rows: pd.DataFrame, sel: Selection, config: ReportConfig) -> pd.Da
 def references(rows: pd.DataFrame, sel: Selection, config: ReportConfig) -> pd.DataFrame:
     """Per task, the low and high normalisation references of ``sel``'s metric, with sources.
 
-    MSE metrics: low = the error of predicting zero change (config.zero_change_mse), high = 0.
+    MSE metrics: low = the error of predicting 0 on standardised targets, i.e. the training
+    mean change (config.zero_change_mse), high = 0.
     Policy returns: the MAML paper's numbers where it gives both; MPC returns: the run's own
     "unadapted" (or "random") and "oracle" arms, averaged over models and seeds; otherwise the
     worst and best model-arm mean of this run on that task.
@@ -116,7 +117,7 @@ def references(rows: pd.DataFrame, sel: Selection, config: ReportConfig) -> pd.D
             ref = (
                 config.zero_change_mse,
                 0.0,
-                "zero-change prediction (target variance) / perfect prediction",
+                "predicting 0 = the mean change (target variance) / perfect prediction",
             )
         elif sel.protocol == "policy" and sel.metric == "return" and task in LITERATURE_RETURNS:
             ref = LITERATURE_RETURNS[str(task)]
