@@ -45,15 +45,12 @@ def suite(run: Run) -> Section:
 def tasks(run: Run) -> Section:
     """The task distributions, their parameter ranges and the protocols that used them."""
     used = run.rows.groupby("task")["protocol"].apply(lambda s: ", ".join(sorted(set(s))))
-    listed = run.meta.get("tasks") or []
-    frame = pd.DataFrame(
-        [
-            {k: t.get(k, "") for k in ("name", "family", "parameters", "source")}
-            for t in listed
-            if isinstance(t, dict)
-        ]
-    )
-    if frame.empty:
+    listed = [t for t in run.meta.get("tasks") or [] if isinstance(t, dict) and "name" in t]
+    frame = pd.DataFrame(listed)
+    if not frame.empty:  # the known columns first, any others the runner adds after them
+        known = [c for c in ("name", "family", "parameters", "horizon", "source") if c in frame]
+        frame = frame[known + [c for c in frame.columns if c not in known]].fillna("")
+    else:
         frame = pd.DataFrame({"name": sorted(used.index)})
     frame["protocols with results"] = frame["name"].map(used).fillna("")
     return Section(

@@ -239,3 +239,13 @@ def test_non_finite_values_are_dropped_and_counted(tmp_path: Path) -> None:
     (run / "meta.json").write_text(json.dumps({"host": "h"}))
     out = build_report(run, tmp_path / "out", FAST)
     assert "3 rows with a non-finite value were left out." in (out / "report.md").read_text()
+
+
+def test_bad_settings_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="reps: expected a positive int, got 0"):
+        ReportConfig(reps=0)
+    with pytest.raises(ValueError, match="confidence"):
+        ReportConfig(confidence=1.5)
+    run = make_run_dir(tmp_path / "run", seeds=2)
+    with pytest.raises(ValueError, match=r"baseline: expected one of the run's models .* 'gru'"):
+        build_report(run, tmp_path / "out", ReportConfig(reps=10, baseline="gru"))
