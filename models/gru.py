@@ -5,7 +5,7 @@
 
 Sequence mode runs the fused ``nn.GRU`` kernel. Under ``torch.func.vmap`` (MAML's batched
 tasks), which has no batching rule for it, the same parameters run through the hand-written
-cells of models/rnn_cells.py instead.
+cells of models/rnn_cells.py instead; single steps always use the cells.
 
 References:
     Cho et al. (2014), "Learning Phrase Representations using RNN Encoder-Decoder for Statistical
@@ -53,4 +53,10 @@ class GRU(SequenceModel):
             # nn.GRU keeps its state layer first: (L, B, H).
             out, h_n = self.rnn(x, h.transpose(0, 1).contiguous())  # out (B, T, H)
             h = h_n.transpose(0, 1)
+        return self.head(out), h
+
+    def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        # One step through the cells: faster than nn.GRU on a length-1 sequence (its per-call
+        # overhead dominates), and needs no switch under vmap.
+        out, h = gru_cells(x, state, layer_weights(self.rnn))  # (B, H)
         return self.head(out), h

@@ -95,17 +95,25 @@ def needs_cells(*tensors: Tensor) -> bool:
     return any(_is_vmapped(t) for t in tensors)
 
 
+def _lstm_step(drive: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM step from its precomputed input part ``drive`` (B, 4H); one matmul."""
+    gates = torch.addmm(drive, h, w_hh_t)  # (B, 4H)
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.addcmul(f.sigmoid() * c, i.sigmoid(), g.tanh())
+    return o.sigmoid() * c.tanh(), c
+
+
 def lstm_layer(
     x: Tensor, h: Tensor, c: Tensor, weights: LayerWeights
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer over a sequence, with nn.LSTM's parameters and gate order (i, f, g, o).
+    """One LSTM layer over a sequence or one step, with nn.LSTM's parameters and gate order.
 
-        i, f, o = sigmoid(W_i* x_t + b_i* + W_h* h + b_h*)
+        i, f, o = sigmoid(W_i* x_t + b_i* + W_h* h + b_h*)     (gate rows in order i, f, g, o)
         g = tanh(W_ig x_t + b_ig + W_hg h + b_hg)
         c' = f * c + i * g;  h' = o * tanh(c')
 
     Args:
-        x: the layer's input sequence.
+        x: the layer's input sequence, or one step.
         h, c: hidden and cell state before the first step.
         weights: (weight_ih, weight_hh, bias_ih, bias_hh) of this layer.
 
@@ -113,29 +121,40 @@ def lstm_layer(
         ``(outputs, h, c)``: every step's h, and the state after the last step.
 
     Shapes:
-        x (B, T, in); h, c (B, H); weight_ih (4H, in); weight_hh (4H, H) -> outputs (B, T, H).
+        x (B, T, in) or (B, in); h, c (B, H); weight_ih (4H, in); weight_hh (4H, H)
+        -> outputs (B, T, H) or (B, H).
     """
     w_ih, w_hh, b_ih, b_hh = weights
     drive = F.linear(x, w_ih, b_ih + b_hh)  # (B, T, 4H): every step's input part, one matmul
     w_hh_t = w_hh.t()  # (H, 4H)
+    if x.dim() == 2:
+        h, c = _lstm_step(drive, h, c, w_hh_t)
+        return h, h, c
     outputs = []
     for drive_t in drive.unbind(1):  # (B, 4H) per step; one unbind, linear backward
-        gates = torch.addmm(drive_t, h, w_hh_t)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.addcmul(f.sigmoid() * c, i.sigmoid(), g.tanh())
-        h = o.sigmoid() * c.tanh()
+        h, c = _lstm_step(drive_t, h, c, w_hh_t)
         outputs.append(h)
     return torch.stack(outputs, dim=1), h, c
 
 
-def gru_layer(x: Tensor, h: Tensor, weights: LayerWeights) -> tuple[Tensor, Tensor]:
-    """One GRU layer over a sequence, with nn.GRU's parameters and gate order (r, z, n).
+def _gru_step(drive_rz: Tensor, drive_n: Tensor, h: Tensor, w_hh_t: Tensor, b_hh: Tensor) -> Tensor:
+    """One GRU step from its precomputed input parts (B, 2H) and (B, H); one matmul."""
+    width = h.shape[-1]
+    rec = torch.addmm(b_hh, h, w_hh_t)  # (B, 3H)
+    rec_rz, rec_n = rec.split([2 * width, width], dim=1)
+    r, z = (drive_rz + rec_rz).sigmoid().chunk(2, dim=1)
+    n = torch.addcmul(drive_n, r, rec_n).tanh()
+    return torch.lerp(n, h, z)  # n + z * (h - n) = (1 - z) * n + z * h
 
-        r, z = sigmoid(W_i* x_t + b_i* + W_h* h + b_h*)
+
+def gru_layer(x: Tensor, h: Tensor, weights: LayerWeights) -> tuple[Tensor, Tensor]:
+    """One GRU layer over a sequence or one step, with nn.GRU's parameters and gate order.
+
+        r, z = sigmoid(W_i* x_t + b_i* + W_h* h + b_h*)     (gate rows in order r, z, n)
         n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn));  h' = (1 - z) * n + z * h
 
     Args:
-        x: the layer's input sequence.
+        x: the layer's input sequence, or one step.
         h: hidden state before the first step.
         weights: (weight_ih, weight_hh, bias_ih, bias_hh) of this layer.
 
@@ -143,21 +162,22 @@ def gru_layer(x: Tensor, h: Tensor, weights: LayerWeights) -> tuple[Tensor, Tens
         ``(outputs, h)``: every step's h, and the state after the last step.
 
     Shapes:
-        x (B, T, in); h (B, H); weight_ih (3H, in); weight_hh (3H, H) -> outputs (B, T, H).
+        x (B, T, in) or (B, in); h (B, H); weight_ih (3H, in); weight_hh (3H, H)
+        -> outputs (B, T, H) or (B, H).
     """
     w_ih, w_hh, b_ih, b_hh = weights
-    width = h.shape[-1]
-    # b_hn sits inside r * (...), so only the r and z parts of the two biases can be merged.
+    # b_hn sits inside r * (...), so the two biases cannot be merged as in the LSTM.
     drive = F.linear(x, w_ih, b_ih)  # (B, T, 3H): every step's input part, one matmul
-    drive_rz, drive_n = drive.split([2 * width, width], dim=2)
+    width = h.shape[-1]
+    drive_rz, drive_n = drive.split([2 * width, width], dim=-1)
     w_hh_t = w_hh.t()  # (H, 3H)
+    if x.dim() == 2:
+        h = _gru_step(drive_rz, drive_n, h, w_hh_t, b_hh)
+        return h, h
     outputs = []
+    # one unbind per part, linear backward
     for drive_rz_t, drive_n_t in zip(drive_rz.unbind(1), drive_n.unbind(1), strict=True):
-        rec = torch.addmm(b_hh, h, w_hh_t)  # (B, 3H)
-        rec_rz, rec_n = rec.split([2 * width, width], dim=1)
-        r, z = (drive_rz_t + rec_rz).sigmoid().chunk(2, dim=1)
-        n = torch.addcmul(drive_n_t, r, rec_n).tanh()
-        h = torch.lerp(n, h, z)  # n + z * (h - n) = (1 - z) * n + z * h
+        h = _gru_step(drive_rz_t, drive_n_t, h, w_hh_t, b_hh)
         outputs.append(h)
     return torch.stack(outputs, dim=1), h
 
@@ -168,8 +188,8 @@ def lstm_cells(
     """A stacked LSTM from cells, equal to ``nn.LSTM(batch_first=True)`` without dropout.
 
     Shapes:
-        x (B, T, in); h, c (B, L, H), batch first like the models' state
-        -> outputs of the last layer (B, T, H), h and c after the last step (B, L, H).
+        x (B, T, in) or one step (B, in); h, c (B, L, H), batch first like the models' state
+        -> outputs of the last layer (B, T, H) or (B, H), h and c after the last step (B, L, H).
     """
     hs, cs = [], []
     for k, layer in enumerate(weights):
@@ -183,8 +203,8 @@ def gru_cells(x: Tensor, h: Tensor, weights: list[LayerWeights]) -> tuple[Tensor
     """A stacked GRU from cells, equal to ``nn.GRU(batch_first=True)`` without dropout.
 
     Shapes:
-        x (B, T, in); h (B, L, H) -> outputs of the last layer (B, T, H), h after the last step
-        (B, L, H).
+        x (B, T, in) or one step (B, in); h (B, L, H) -> outputs of the last layer (B, T, H) or
+        (B, H), h after the last step (B, L, H).
     """
     hs = []
     for k, layer in enumerate(weights):

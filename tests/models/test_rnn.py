@@ -114,6 +114,23 @@ def test_cells_equal_fused_in_values_and_gradients(name: str, num_layers: int, c
     _close(g_cells, g_fused)
 
 
+def test_one_step_runs_the_cells_and_equals_the_fused_kernel(name: str, cell_calls) -> None:
+    model = _model(name)
+    params = _params(model)
+    x = torch.randn(4, IN, requires_grad=True)
+    state = _random_state(model, 4)
+    y_step, s_step = _fused_call(model, params, x, state)  # (B, in): one step
+    assert cell_calls, "a single step must run the cells"
+    y_seq, s_seq = _fused_call(model, params, x[:, None], state)  # length-1 sequence: fused
+    assert len(cell_calls) == 1
+    _close(y_step, y_seq[:, 0])
+    _close(s_step, s_seq)
+    inputs = [*params.values(), x]
+    g_step = torch.autograd.grad(y_step.pow(2).sum(), inputs)
+    g_seq = torch.autograd.grad(y_seq.pow(2).sum(), inputs)
+    _close(g_step, g_seq)
+
+
 def test_vmap_uses_cells_and_equals_a_loop_over_tasks(name: str, cell_calls) -> None:
     model = _model(name)
     base = {k: v.detach() for k, v in model.named_parameters()}
