@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from models import SequenceModel, count_params, make_model
-from models.transformer import LayerNorm, Transformer, TransformerConfig
+from models.transformer import LayerNorm, Transformer, TransformerConfig, layer_norm_composite
 
 IN, OUT = 5, 3
 
@@ -236,14 +236,21 @@ def test_vmapped_second_order_maml_gradient_equals_per_task_loop() -> None:
     assert all(g.abs().sum() > 0 for g in g_loop)
 
 
-def test_composite_layer_norm_equals_torch() -> None:
+def test_layer_norm_fused_and_composite_paths_agree() -> None:
     ours, ref = LayerNorm(7), torch.nn.LayerNorm(7)
     with torch.no_grad():
         for p in (ours.weight, ours.bias):
             p.normal_()
         ref.load_state_dict(ours.state_dict())
-    x = torch.randn(3, 5, 7) * 4 + 2
-    torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=0)
+    x = (torch.randn(3, 5, 7) * 4 + 2).requires_grad_()
+    r = torch.randn(3, 5, 7)
+    inputs = (x, ours.weight, ours.bias)
+    g_ref = torch.autograd.grad((ref(x) * r).sum(), (x, ref.weight, ref.bias))
+    for y in (ours(x), layer_norm_composite(x, ours.weight, ours.bias, ours.eps)):
+        torch.testing.assert_close(y, ref(x), atol=1e-5, rtol=0)
+        for g, gr in zip(torch.autograd.grad((y * r).sum(), inputs), g_ref, strict=True):
+            torch.testing.assert_close(g, gr, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(vmap(ours)(x), ref(x), atol=1e-5, rtol=0)  # composite under vmap
 
 
 def test_every_hidden_dim_is_valid_and_sizes_grow_monotonically() -> None:
