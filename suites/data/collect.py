@@ -107,7 +107,7 @@ def _rollout(
         if switch is not None and t == switch[0]:
             for env in envs:
                 env.unwrapped.set_task(switch[1])  # type: ignore[attr-defined]
-        raw = np.asarray(policy(obs.astype(np.float32, copy=False)))
+        raw = np.asarray(policy(obs.astype(np.float32)))  # a copy: the policy may not alias it
         act_rows.append(_encode(raw, space, n, "collect"))
         obs_rows.append(obs)
         results = [env.step(int(a) if discrete else a) for env, a in zip(envs, raw, strict=True)]
@@ -134,7 +134,7 @@ def _rollout_vector(venv: VectorTaskEnv, horizon: int, policy: Policy) -> tuple[
     starts = np.zeros((horizon, n), dtype=bool)
     starts[0] = True
     for t in range(horizon):
-        raw = np.asarray(policy(obs.astype(np.float32, copy=False)))
+        raw = np.asarray(policy(obs.astype(np.float32)))  # a copy: the policy may not alias it
         act_rows.append(_encode(raw, venv.action_space, n, "collect"))
         obs_rows.append(obs)
         next_obs, reward, done = venv.step(raw)
