@@ -49,14 +49,14 @@ def _stream_errors(
     m: torch.nn.Module, strategy: str, x: Tensor, y: Tensor, window: int
 ) -> list[float]:
     """Prequential error per window: each window is scored before the model adapts on it."""
-    adapter = Adapter(m, AdaptationConfig(lr=1e-2, num_steps=3), strategy=strategy)
+    adapter = Adapter(m, AdaptationConfig(lr=1e-2, num_steps=5), strategy=strategy)
     errors = []
     with adapter.session():
         state = m.init_state(x.shape[0])
         for start in range(0, x.shape[1], window):
             xw, yw = x[:, start : start + window], y[:, start : start + window]
             loss, steps = adapter.update_step(xw, yw, state)
-            assert steps == (3 if strategy == "online" else 0)
+            assert steps == (5 if strategy == "online" else 0)
             with torch.no_grad():
                 _, state = m(xw, state)
             errors.append(loss)
@@ -85,9 +85,11 @@ def test_online_adaptation_beats_none_when_the_dynamics_change(name: str) -> Non
     online = _stream_errors(m, "online", x, y, window=10)
     assert_same(m, trained)  # the session undid the adaptation
     after_none, after_online = sum(none[6:]), sum(online[6:])
-    assert sum(none[6:]) > 5 * sum(none[:6])  # the switch really hurts the unadapted model
-    assert after_online < 0.6 * after_none, (after_online, after_none)
-    assert sum(online) < sum(none)
+    assert (
+        after_none / 14 > 2 * sum(none[:6]) / 6
+    )  # per window, the switch hurts the unadapted model
+    assert after_online < 0.7 * after_none, (after_online, after_none)
+    assert sum(online) < 0.8 * sum(none)
 
 
 # ---- equality to a reference loop ------------------------------------------------------------
