@@ -35,20 +35,26 @@ def _check_int(where: str, name: str, value: object, low: int) -> int:
     return int(value)
 
 
-def _random_policy(space: spaces.Space, rng: np.random.Generator, horizon: int, n: int) -> Policy:
-    """Uniform random actions from ``space`` for ``horizon`` steps of ``n`` envs.
+def _random_actions(
+    space: spaces.Space, rng: np.random.Generator, horizon: int, n: int
+) -> np.ndarray:
+    """Uniform random actions for ``horizon`` steps of ``n`` envs, drawn at once with ``rng``.
 
-    All of them are drawn at once with ``rng`` (one call instead of one per step); the policy
-    hands out step t's (n, act_dim) slice on its t-th call.
+    Shapes:
+        (horizon, n, act_dim) for a Box, (horizon, n) integers for Discrete.
     """
     if isinstance(space, spaces.Discrete):
-        steps = iter(rng.integers(space.n, size=(horizon, n)) + space.start)
-    elif isinstance(space, spaces.Box):
+        return rng.integers(space.n, size=(horizon, n)) + space.start
+    if isinstance(space, spaces.Box):
         low, width = space.low.astype(np.float64), space.high.astype(np.float64) - space.low
         # low + width * U[0, 1): a third of the cost of rng.uniform with array bounds.
-        steps = iter((low + width * rng.random((horizon, n, *low.shape))).astype(space.dtype))
-    else:
-        raise ValueError(f"collect: action space expected Box or Discrete, got {space}")
+        return (low + width * rng.random((horizon, n, *low.shape))).astype(space.dtype)
+    raise ValueError(f"collect: action space expected Box or Discrete, got {space}")
+
+
+def _replay(actions: np.ndarray) -> Policy:
+    """A policy that returns ``actions[t]`` on its t-th call, whatever it observes."""
+    steps = iter(actions)
     return lambda obs: next(steps)
 
 
@@ -126,6 +132,47 @@ def _rollout(
     return (*(np.asarray(x, dtype=np.float64).swapaxes(0, 1) for x in out), starts.swapaxes(0, 1))
 
 
+def _rollout_open_loop(
+    envs: Sequence[Env], horizon: int, seeds: np.ndarray, actions: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """As ``_rollout`` with actions fixed in advance (the random policy), one env at a time.
+
+    Nothing needs the batch of observations, so each env runs its whole row alone: its
+    simulation state stays in the cache and no per-step batching is paid. The data equal
+    ``_rollout(envs, horizon, seeds, _replay(actions))`` exactly (tested).
+    """
+    space = envs[0].action_space
+    discrete = isinstance(space, spaces.Discrete)
+    n = len(envs)
+    starts = np.zeros((horizon, n), dtype=bool)
+    starts[0] = True
+    obs_rows, next_rows, rewards = [], [], []
+    for j, env in enumerate(envs):
+        obs = env.reset(seed=int(seeds[j]))[0]
+        o_row, n_row, r_row = [], [], []
+        for t, a in enumerate(actions[:, j]):
+            o, r, terminated, truncated, _ = env.step(int(a) if discrete else a)
+            o_row.append(obs)
+            n_row.append(o)
+            r_row.append(r)
+            if terminated or truncated:
+                o = env.reset()[0]
+                if t + 1 < horizon:
+                    starts[t + 1, j] = True
+            obs = o
+        obs_rows.append(o_row)
+        next_rows.append(n_row)
+        rewards.append(r_row)
+    encoded = np.eye(space.n)[actions - space.start] if discrete else actions  # type: ignore[attr-defined]
+    return (
+        np.asarray(obs_rows, dtype=np.float64),
+        np.asarray(encoded, dtype=np.float64).swapaxes(0, 1),
+        np.asarray(next_rows, dtype=np.float64),
+        np.asarray(rewards, dtype=np.float64),
+        starts.swapaxes(0, 1),
+    )
+
+
 def _rollout_vector(venv: VectorTaskEnv, horizon: int, policy: Policy) -> tuple[np.ndarray, ...]:
     """As ``_rollout``, through a distribution's vectorised env (its fast path)."""
     n = venv.num_envs
@@ -187,8 +234,9 @@ def collect(
         horizon: T steps per episode row (terminated episodes are reset within the row).
         seed: seeds every reset and every random action; task k uses SeedSequence([seed, k]).
         policy: behaviour policy on an (E, obs_dim) float32 batch; uniform random if None.
-        reference: step the gymnasium envs one by one even when the distribution has a
-            vectorised env (the fast path, used otherwise); both give the same data.
+        reference: step the envs in lockstep through the policy interface, the plain path.
+            Otherwise a distribution's vectorised env is used when it has one, and the random
+            policy runs each env's row alone (both fast paths give the same data, tested).
 
     Returns:
         TaskData with K tasks, E episodes, T steps.
@@ -209,9 +257,15 @@ def collect(
             env.set_task(task)  # type: ignore[attr-defined]
         seq = np.random.SeedSequence([seed, k])
         reset_seeds = seq.generate_state(episodes)
+        if policy is not None:
+            parts.append(_rollout(envs, horizon, reset_seeds, policy))
+            continue
         rng = np.random.default_rng(seq)
-        behaviour = policy or _random_policy(envs[0].action_space, rng, horizon, episodes)
-        parts.append(_rollout(envs, horizon, reset_seeds, behaviour))
+        actions = _random_actions(envs[0].action_space, rng, horizon, episodes)
+        if reference:
+            parts.append(_rollout(envs, horizon, reset_seeds, _replay(actions)))
+        else:
+            parts.append(_rollout_open_loop(envs, horizon, reset_seeds, actions))
     for env in envs:
         env.close()
     return _to_task_data(dist, checked, parts)
@@ -232,8 +286,8 @@ def _collect_vector(
         venv = dist.vector_env([task] * episodes)
         seq = np.random.SeedSequence([seed, k])
         rng = np.random.default_rng(seq)
-        behaviour = policy or _random_policy(venv.action_space, rng, horizon, episodes)
-        parts.append(_rollout_vector(venv, horizon, behaviour))
+        random = _replay(_random_actions(venv.action_space, rng, horizon, episodes))
+        parts.append(_rollout_vector(venv, horizon, policy or random))
     return _to_task_data(dist, tasks, parts)
 
 
@@ -265,7 +319,7 @@ def collect_switching_stream(
     env = dist.make_raw_env(a)
     seq = np.random.SeedSequence([seed, 0])
     rng = np.random.default_rng(seq)
-    behaviour = policy or _random_policy(env.action_space, rng, horizon, 1)
+    behaviour = policy or _replay(_random_actions(env.action_space, rng, horizon, 1))
     part = _rollout([env], horizon, seq.generate_state(1), behaviour, switch=(switch_at, b))
     env.close()
     return _to_task_data(dist, [a], [part], switch=(switch_at, b))
