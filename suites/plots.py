@@ -263,10 +263,11 @@ def bars(
             color=colors[str(h)],
             label=None if h is None else str(h),
         )
+        spread = (b["high"] > b["low"]).to_numpy()  # no whisker where one value leaves no spread
         ax.errorbar(
-            pos,
-            b["mean"],
-            yerr=[b["mean"] - b["low"], b["high"] - b["mean"]],
+            np.asarray(pos)[spread],
+            b["mean"][spread],
+            yerr=[(b["mean"] - b["low"])[spread], (b["high"] - b["mean"])[spread]],
             fmt="none",
             ecolor="0.2",
             capsize=3,
