@@ -20,6 +20,11 @@ import torch
 from torch import Tensor, nn
 
 
+def _real(t: Tensor) -> Tensor:
+    """A real view of ``t``: complex parameters count as pairs of real elements."""
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
 def total_norm(tensors: Sequence[Tensor]) -> float:
     """The L2 norm of all elements of ``tensors`` together (inf / nan when any element is).
 
@@ -28,7 +33,7 @@ def total_norm(tensors: Sequence[Tensor]) -> float:
     """
     if not tensors:
         return 0.0
-    norms = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in tensors]
+    norms = [torch.linalg.vector_norm(_real(t), dtype=torch.float64) for t in tensors]
     return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
@@ -53,8 +58,13 @@ def clip_by_total_norm(
 
 
 def bound_step(new: Sequence[Tensor], old: Sequence[Tensor], max_step: float) -> list[Tensor]:
-    """``old + clamp(new - old, -max_step, max_step)``, element by element."""
-    return [o + (n - o).clamp(-max_step, max_step) for n, o in zip(new, old, strict=True)]
+    """``old + clamp(new - old, -max_step, max_step)``, element by element (real and imaginary
+    parts separately for complex parameters)."""
+    out = []
+    for n, o in zip(new, old, strict=True):
+        change = _real(n - o).clamp(-max_step, max_step)
+        out.append(o + (torch.view_as_complex(change) if o.is_complex() else change))
+    return out
 
 
 def project_to_ball(
@@ -75,8 +85,8 @@ def _furthest_on_segment(
 
     Solves ||u + t v||^2 = r^2 with u = old - anchor, v = new - old for its positive root.
     """
-    u = [o.double() - a.double() for o, a in zip(old, anchor, strict=True)]
-    v = [n.double() - o.double() for n, o in zip(new, old, strict=True)]
+    u = [_real(o - a).double() for o, a in zip(old, anchor, strict=True)]
+    v = [_real(n - o).double() for n, o in zip(new, old, strict=True)]
     uv = sum(float((ui * vi).sum()) for ui, vi in zip(u, v, strict=True))
     vv = sum(float((vi * vi).sum()) for vi in v)
     uu = sum(float((ui * ui).sum()) for ui in u)
@@ -107,7 +117,7 @@ def guard_update(
     projected = project_to_ball(bounded, anchor, radius)
     if max_step is None:
         return projected
-    moved = max(float((p - o).abs().max()) for p, o in zip(projected, old, strict=True))
+    moved = max(float(_real(p - o).abs().max()) for p, o in zip(projected, old, strict=True))
     if moved <= max_step * (1 + 1e-6):
         return projected
     return _furthest_on_segment(old, bounded, anchor, radius)

@@ -136,7 +136,11 @@ class OnlineSupervised(Strategy):
 class Tent(Strategy):
     """Entropy minimisation of categorical predictions (outputs are logits).
 
-    Adapts only the normalisation layers' affine parameters by default, as Tent does.
+    Adapts only the normalisation layers' affine parameters by default, as Tent does. Tent also
+    normalises with the test batch's statistics: for BatchNorm that means calling
+    ``model.train()`` before adapting (the Adapter leaves the mode as it finds it, and restores
+    the running statistics with the weights); the zoo's LayerNorms use each sample's own
+    statistics in either mode.
 
     References:
         Wang, Shelhamer, Liu, Olshausen, Darrell. "Tent: Fully Test-Time Adaptation by Entropy

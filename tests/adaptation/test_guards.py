@@ -88,6 +88,21 @@ def test_guard_update_keeps_both_bounds_when_projection_alone_would_break_the_st
         assert float((flat(out) - flat(anchor)).norm()) <= radius * (1 + 1e-5)
 
 
+def test_guards_treat_complex_parameters_as_pairs_of_reals() -> None:
+    g = torch.Generator().manual_seed(0)
+    anchor = [torch.randn(6, generator=g, dtype=torch.complex64), torch.randn(4, generator=g)]
+    old = [a.clone() for a in anchor]
+    proposed = [o + 3 * torch.randn(o.shape, generator=g, dtype=o.dtype) for o in old]
+    out = guard_update(old, proposed, anchor, 0.1, 0.25)
+    assert out[0].dtype == torch.complex64
+    change = torch.cat([torch.view_as_real(out[0] - old[0]).reshape(-1), out[1] - old[1]])
+    assert float(change.abs().max()) <= 0.1 * (1 + 1e-6)
+    assert float(change.norm()) <= 0.25 * (1 + 1e-5)
+    assert total_norm(anchor) == pytest.approx(
+        float(torch.cat([torch.view_as_real(anchor[0]).reshape(-1), anchor[1]]).norm()), rel=1e-6
+    )
+
+
 def test_ema_update_formula() -> None:
     a, p = [torch.zeros(3)], [torch.ones(3) * 2]
     torch.testing.assert_close(ema_update(a, p, 0.75)[0], torch.full((3,), 0.5))
