@@ -22,6 +22,7 @@ sequence at the steps where any row resets and re-initialising those rows' state
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -161,7 +162,7 @@ class SequenceModel(nn.Module):
         cuts = sorted({0, *boundaries, x.shape[1]})
         fresh = self._init_state(x.shape[0], x.device)
         outputs = []
-        for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+        for start, stop in itertools.pairwise(cuts):
             state = select_state(reset[:, start], fresh, state)
             y, state = self._forward_sequence(x[:, start:stop], state)
             outputs.append(y)

@@ -207,7 +207,7 @@ def _parse_protocol(name: str, table: dict[str, Any], source: str) -> ProtocolSp
     if not isinstance(arms, list) or not arms or not all(isinstance(a, str) for a in arms):
         raise SpecError(f"{where}.arms: expected a non-empty list from {list(protocol.arms)}, got {arms!r}")
     check_choices(f"{where}.arms", arms, protocol.arms)
-    settings = build_settings(protocol.settings_class, table, where)
+    settings: Any = build_settings(protocol.settings_class, table, where)
     return ProtocolSpec(protocol=name, tasks=tuple(tasks), arms=tuple(arms), settings=settings)
 
 

@@ -29,10 +29,10 @@ from torch import Tensor
 from adaptation import AdaptationConfig, Adapter
 from meta import MetaMAML, Task, TaskBatch
 from models import SequenceModel, count_params, make_model
-from suites.data import TaskData, collect, collect_switching_stream, fit_normalizer
+from suites.data import Normalizer, TaskData, collect, collect_switching_stream, fit_normalizer
 from suites.protocols.base import Cell, Measurement
 from suites.protocols.windows import sample_windows, split_episodes, to_windows
-from suites.tasks import get_task
+from suites.tasks import TaskDistribution, TaskParams, get_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +95,9 @@ class DynamicsSettings:
             if f.name != "first_order" and not value > 0:
                 raise ValueError(f"{f.name}: expected a positive number, got {value!r}")
         if self.switch_at >= self.stream_horizon:
-            raise ValueError(f"switch_at: expected less than stream_horizon {self.stream_horizon}, got {self.switch_at}")
+            raise ValueError(
+                f"switch_at: expected less than stream_horizon {self.stream_horizon}, got {self.switch_at}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,13 +144,12 @@ def run(cell: Cell) -> list[Measurement]:
                        param_budget=cell.param_budget)  # fmt: skip
     maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
                     first_order=s.first_order)  # fmt: skip
-    out = [Measurement(arm, "params", 0, float(count_params(model))) for arm in cell.arms]
+    # training rows go under the cell's arm only: arms that reuse its training do not repeat them
+    out = [Measurement(cell.arm, "params", 0, float(count_params(model)))]
     start = time.perf_counter()
     curve = _train_maml(maml, train, s, rng) if cell.arm == "maml" else _pretrain(model, train, s, rng)
-    train_time = time.perf_counter() - start
-    for arm in cell.arms:
-        out += [Measurement(arm, "meta_train_loss", it, loss) for it, loss in curve]
-        out.append(Measurement(arm, "time_meta_train_s", 0, train_time))
+    out.append(Measurement(cell.arm, "time_meta_train_s", 0, time.perf_counter() - start))
+    out += [Measurement(cell.arm, "meta_train_loss", it, loss) for it, loss in curve]
 
     # 3. held-out evaluation
     model.eval()
@@ -165,7 +166,10 @@ def run(cell: Cell) -> list[Measurement]:
     return out
 
 
-def _train_maml(maml: MetaMAML, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> list[tuple[int, float]]:
+Curve = list[tuple[int, float]]
+
+
+def _train_maml(maml: MetaMAML, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> Curve:
     curve = []
     n_tasks = train.support_x.shape[0]
     for it in range(s.meta_iterations):
@@ -176,7 +180,7 @@ def _train_maml(maml: MetaMAML, train: Windows, s: DynamicsSettings, rng: np.ran
     return curve
 
 
-def _pretrain(model: SequenceModel, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> list[tuple[int, float]]:
+def _pretrain(model: SequenceModel, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> Curve:
     """Joint training: the same tasks, windows and number of steps as MAML, no inner loop."""
     optimizer = torch.optim.Adam(model.parameters(), lr=s.outer_lr)
     curve = []
@@ -224,12 +228,15 @@ def _latencies(maml: MetaMAML, test: Windows, s: DynamicsSettings) -> tuple[floa
     return 1e3 * statistics.median(adapt), 1e3 * statistics.median(step)
 
 
-def _streams(dist, test_params, normalizer, s: DynamicsSettings, seed: int) -> list[tuple[Tensor, Tensor]]:
+def _streams(
+    dist: TaskDistribution, test_params: list[TaskParams], normalizer: Normalizer, s: DynamicsSettings, seed: int
+) -> list[tuple[Tensor, Tensor]]:
     """Normalised (x, y) streams of shape (1, stream_horizon, D) whose task switches at switch_at."""
     streams = []
     for i in range(s.streams):
         a, b = test_params[i % len(test_params)], test_params[(i + 1) % len(test_params)]
-        data = normalizer.apply(collect_switching_stream(dist, a, b, s.stream_horizon, s.switch_at, seed=seed + i))
+        stream = collect_switching_stream(dist, a, b, s.stream_horizon, s.switch_at, seed=seed + i)
+        data = normalizer.apply(stream)
         streams.append((data.inputs[0], data.targets[0]))  # (1, T, D)
     return streams
 

@@ -6,6 +6,8 @@ interface").
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch.func import functional_call, vmap
@@ -49,7 +51,7 @@ def test_sequence_equals_steps_and_chunks(name: str) -> None:
 
     for cuts in ([0, 7, 8, 23], [0, 1, 12, 22, 23]):
         state, ys = state0, []
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             y_c, state = model(x[:, a:b], state)
             ys.append(y_c)
         _close(torch.cat(ys, 1), y_seq)

@@ -88,12 +88,15 @@ def test_top_level_errors(change, message) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("tasks", ["moon-lander"], r"t\.toml: dynamics\.tasks: unknown value 'moon-lander'; valid choices are \[.*'pendulum-mass-length'"),
-        ("arms", ["maml", "magic"], r"dynamics\.arms: unknown value 'magic'; valid choices are \['maml', 'maml\+adapter', 'pretrain'\]"),
+        ("tasks", ["moon-lander"],
+         r"t\.toml: dynamics\.tasks: unknown value 'moon-lander'; valid choices are \[.*'pendulum-mass-length'"),
+        ("arms", ["maml", "magic"],
+         r"dynamics\.arms: unknown value 'magic'; valid choices are \['maml', 'maml\+adapter', 'pretrain'\]"),
         ("meta_iterations", "many", r"dynamics\.meta_iterations: expected an int, got 'many'"),
         ("meta_iterations", -3, r"meta_iterations: expected a positive number, got -3"),
         ("inner_lr", True, r"dynamics\.inner_lr: expected a number, got True"),
-        ("meta_itterations", 3, r"dynamics: unknown field\(s\) \['meta_itterations'\]; valid fields are \[.*'meta_iterations'"),
+        ("meta_itterations", 3,
+         r"dynamics: unknown field\(s\) \['meta_itterations'\]; valid fields are \[.*'meta_iterations'"),
         ("switch_at", 500, r"switch_at: expected less than stream_horizon"),
     ],
 )
