@@ -57,6 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a suite (or resume one with --out), then build its report."""
+    from suites.report import build_report
     from suites.runner import run_suite
     from suites.spec import load_suite
 
@@ -77,33 +78,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{spec.name}: {summary.succeeded} cells ran, {summary.skipped} already done, "
         f"{summary.failed} failed, in {summary.wall_time_s:.1f} s -> {summary.run_dir}"
     )
-    if not args.no_report and _has_report():
-        report = _build_report(run_dir, Path(args.report_dir) if args.report_dir else None)
-        print(f"report: {report}")
+    if not args.no_report:
+        report = build_report(run_dir, Path(args.report_dir) if args.report_dir else None)
+        print(f"report: {report / 'report.html'}")
     if summary.failed:
         print(f"error: {summary.failed} cell(s) failed; see {run_dir / 'cells.csv'}", file=sys.stderr)
         return 1
     return 0
 
 
-def _has_report() -> bool:
-    try:
-        import suites.report  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _build_report(run_dir: Path, out_dir: Path | None) -> Path:
-    from suites.report import build_report
-
-    return build_report(run_dir, out_dir)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     """Build report.md / report.html (and tables, figures) from a run directory."""
-    report = _build_report(Path(args.run_dir), Path(args.out) if args.out else None)
-    print(f"report: {report}")
+    from suites.report import build_report
+
+    report = build_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"report: {report / 'report.html'}")
     return 0
 
 
@@ -136,11 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    if _has_report():
-        p = sub.add_parser("report", help="build a report from a run directory", description=cmd_report.__doc__)
-        p.add_argument("run_dir", help="a run directory written by `run`")
-        p.add_argument("--out", help="report directory (default reports/<suite>/)")
-        p.set_defaults(func=cmd_report)
+    p = sub.add_parser("report", help="build a report from a run directory", description=cmd_report.__doc__)
+    p.add_argument("run_dir", help="a run directory written by `run`")
+    p.add_argument("--out", help="report directory (default reports/<suite>/)")
+    p.set_defaults(func=cmd_report)
 
     for name, (help_text, add_args, func) in _extra_commands().items():
         p = sub.add_parser(name, help=help_text, description=func.__doc__)
