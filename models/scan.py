@@ -44,14 +44,12 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     """
     if a.shape != b.shape or a.dim() < 2:
         raise ValueError(
-            f"linear_scan: a and b expected the same shape (B, T, ...), "
-            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+            f"linear_scan: a and b expected the same shape (B, T, ...), got {tuple(a.shape)} and {tuple(b.shape)}"
         )
     if h0 is not None:
         if h0.shape != b.shape[:1] + b.shape[2:]:
             raise ValueError(
-                f"linear_scan: h0 expected shape {tuple(b.shape[:1] + b.shape[2:])}, "
-                f"got {tuple(h0.shape)}"
+                f"linear_scan: h0 expected shape {tuple(b.shape[:1] + b.shape[2:])}, got {tuple(h0.shape)}"
             )
         # The initial state in closed form: it enters as a_0 h0 added to b_0.
         b = torch.cat([(a[:, 0] * h0 + b[:, 0]).unsqueeze(1), b[:, 1:]], dim=1)
@@ -69,9 +67,7 @@ def _odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
         return torch.cat([head, a[:, -1:] * head[:, -1:] + b[:, -1:]], dim=1)
     a_even, a_odd = a[:, 0::2], a[:, 1::2]
     b_even, b_odd = b[:, 0::2], b[:, 1::2]
-    h_odd = _odd_even_scan(
-        a_odd * a_even, a_odd * b_even + b_odd
-    )  # states after steps 1, 3, 5, ...
+    h_odd = _odd_even_scan(a_odd * a_even, a_odd * b_even + b_odd)  # states after steps 1, 3, 5, ...
     h_before_even = torch.cat([torch.zeros_like(h_odd[:, :1]), h_odd[:, :-1]], dim=1)
     h_even = a_even * h_before_even + b_even  # states after steps 0, 2, 4, ...
     return torch.stack([h_even, h_odd], dim=2).reshape(b.shape)
@@ -101,9 +97,7 @@ def lambda_powers(log_mag: Tensor, phase: Tensor, count: int) -> tuple[Tensor, T
     return mag * torch.cos(angle), mag * torch.sin(angle)
 
 
-def chunked_scan(
-    log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: Tensor | None = None
-) -> Tensor:
+def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: Tensor | None = None) -> Tensor:
     """States of h_t = a_t h_{t-1} + x_t, a_t = exp(log_mag + i phase), a_t = 0 where reset.
 
     Works in the chunk-major layout of ``to_chunks``: step t = c * C + s sits at [s, b, c].
@@ -127,8 +121,7 @@ def chunked_scan(
         )
     if reset is not None and reset.shape != (size, batch, chunks):
         raise ValueError(
-            f"chunked_scan: reset expected shape {(size, batch, chunks)} (the layout of x), "
-            f"got {tuple(reset.shape)}"
+            f"chunked_scan: reset expected shape {(size, batch, chunks)} (the layout of x), got {tuple(reset.shape)}"
         )
     rows = batch * chunks
     pow_re, pow_im = lambda_powers(log_mag, phase, size + 1)  # (N, C + 1)
@@ -139,9 +132,7 @@ def chunked_scan(
     lag = t_idx.unsqueeze(1) - t_idx.unsqueeze(0)
     causal = (lag >= 0).to(x.dtype)
     w_re, w_im = pow_re[:, lag.clamp(min=0)] * causal, pow_im[:, lag.clamp(min=0)] * causal
-    toeplitz = torch.cat(
-        [torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1
-    )  # (N, 2C, 2C)
+    toeplitz = torch.cat([torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1)  # (N, 2C, 2C)
     x_rows = x.reshape(n, 2 * size, rows)
     g = torch.bmm(toeplitz, x_rows)  # (N, 2C, rows), rows of the result ordered (re/im, t)
 
@@ -161,9 +152,7 @@ def chunked_scan(
     # depth log_C T).
     h_in = h0.unsqueeze(-1)  # (N, 2, B, 1)
     if chunks > 1:
-        h_end = _scan_sequence(
-            log_mag * size, phase * size, ends.reshape(n, 2, batch, chunks), h0, chunk_reset, size
-        )
+        h_end = _scan_sequence(log_mag * size, phase * size, ends.reshape(n, 2, batch, chunks), h0, chunk_reset, size)
         h_in = torch.cat([h_in, h_end[..., :-1]], dim=-1)  # (N, 2, B, chunks)
     # Its contribution lambda^(t+1) h_in, as a real 2x2 block per step: (N, 2C, 2).
     p_re, p_im = pow_re[:, 1:], pow_im[:, 1:]
@@ -176,9 +165,7 @@ def chunked_scan(
     return h.reshape(n, 2, size, batch, chunks)
 
 
-def _scan_sequence(
-    log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: Tensor | None, chunk: int
-) -> Tensor:
+def _scan_sequence(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: Tensor | None, chunk: int) -> Tensor:
     """``chunked_scan`` on a time-ordered x (N, 2, B, T), T padded up to a multiple of the chunk."""
     steps = x.shape[-1]
     size = max(1, min(chunk, steps))
@@ -215,18 +202,13 @@ def diagonal_scan(
     if x.dim() != 4 or x.shape[1] != 2:
         raise ValueError(f"diagonal_scan: x expected shape (N, 2, B, T), got {tuple(x.shape)}")
     if reset is not None and reset.shape != (x.shape[2], x.shape[3]):
-        raise ValueError(
-            f"diagonal_scan: reset expected shape {(x.shape[2], x.shape[3])}, "
-            f"got {tuple(reset.shape)}"
-        )
+        raise ValueError(f"diagonal_scan: reset expected shape {(x.shape[2], x.shape[3])}, got {tuple(reset.shape)}")
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 2:
         raise ValueError(f"diagonal_scan: chunk expected an int >= 2, got {chunk!r}")
     return _scan_sequence(log_mag, phase, x, h0, reset, chunk)
 
 
-def _cut_at_resets(
-    g: Tensor, pow_re: Tensor, pow_im: Tensor, reset: Tensor
-) -> tuple[Tensor, Tensor]:
+def _cut_at_resets(g: Tensor, pow_re: Tensor, pow_im: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:
     """Apply a_t := 0 at resets to the within-chunk states G, in closed form.
 
     With l(t) the last reset at or before step t of the chunk, the state from l on is

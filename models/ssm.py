@@ -71,11 +71,7 @@ class SSMConfig(ModelConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SSMConfig.{name}: expected a positive int, got {value!r}")
-        if (
-            not isinstance(self.chunk_size, int)
-            or isinstance(self.chunk_size, bool)
-            or self.chunk_size < 2
-        ):
+        if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 2:
             raise ValueError(f"SSMConfig.chunk_size: expected an int >= 2, got {self.chunk_size!r}")
         if not 0.0 <= self.r_min < self.r_max < 1.0:
             raise ValueError(
@@ -83,9 +79,7 @@ class SSMConfig(ModelConfig):
                 f"got r_min={self.r_min!r}, r_max={self.r_max!r}"
             )
         if not 0.0 < self.max_phase <= 2 * math.pi:
-            raise ValueError(
-                f"SSMConfig.max_phase: expected a value in (0, 2 pi], got {self.max_phase!r}"
-            )
+            raise ValueError(f"SSMConfig.max_phase: expected a value in (0, 2 pi], got {self.max_phase!r}")
 
 
 class DiagonalRecurrence(nn.Module):
@@ -94,21 +88,15 @@ class DiagonalRecurrence(nn.Module):
     Shapes: z (tokens, H) in the scan's chunk-major order; state (B, N, 2).
     """
 
-    def __init__(
-        self, width: int, states: int, r_min: float, r_max: float, max_phase: float
-    ) -> None:
+    def __init__(self, width: int, states: int, r_min: float, r_max: float, max_phase: float) -> None:
         super().__init__()
         # Ring initialisation (Orvieto et al. 2023, Lemma 3.2): |lambda|^2 ~ U[r_min^2, r_max^2].
         u1, u2 = torch.rand(states), torch.rand(states)
-        self.nu_log = nn.Parameter(
-            torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2))
-        )
+        self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2)))
         self.theta_log = nn.Parameter(torch.log(max_phase * u2 + 1e-4))
         magnitude = torch.exp(-torch.exp(self.nu_log.detach()))
         self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1 - magnitude**2)))
-        self.B = nn.Parameter(
-            torch.randn(states, 2, width) / math.sqrt(2 * width)
-        )  # [n, (re, im), h]
+        self.B = nn.Parameter(torch.randn(states, 2, width) / math.sqrt(2 * width))  # [n, (re, im), h]
         self.C = nn.Parameter(torch.randn(width, states, 2) / math.sqrt(states))  # [h, n, (re, im)]
         self.D = nn.Parameter(torch.randn(width))
 
@@ -171,9 +159,7 @@ class SSMBlock(nn.Module):
         super().__init__()
         width = config.hidden_dim
         self.norm = nn.LayerNorm(width)
-        self.recurrence = DiagonalRecurrence(
-            width, config.state_dim, config.r_min, config.r_max, config.max_phase
-        )
+        self.recurrence = DiagonalRecurrence(width, config.state_dim, config.r_min, config.r_max, config.max_phase)
         # Two Linear layers rather than one of width 2H: the gate then runs on contiguous memory
         # (sigmoid on a strided half of a (tokens, 2H) tensor is several times slower on CPU).
         self.glu_value = nn.Linear(width, width)
@@ -202,7 +188,8 @@ class SSM(SequenceModel):
         return [cast(SSMBlock, block) for block in self.blocks]
 
     def _init_state(self, batch_size: int, device: torch.device) -> State:
-        return tuple(torch.zeros(batch_size, self.state_dim, 2, device=device) for _ in self.blocks)
+        dtype = self.encoder.weight.dtype  # the state follows the model's precision
+        return tuple(torch.zeros(batch_size, self.state_dim, 2, device=device, dtype=dtype) for _ in self.blocks)
 
     def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         h = self.encoder(x)  # (B, H)
@@ -216,9 +203,7 @@ class SSM(SequenceModel):
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         return self._run(x, state, None)
 
-    def _forward_sequence_with_reset(
-        self, x: Tensor, state: State, reset: Tensor
-    ) -> tuple[Tensor, State]:
+    def _forward_sequence_with_reset(self, x: Tensor, state: State, reset: Tensor) -> tuple[Tensor, State]:
         return self._run(x, state, reset)
 
     def _run(self, x: Tensor, state: State, reset: Tensor | None) -> tuple[Tensor, State]:
@@ -232,11 +217,7 @@ class SSM(SequenceModel):
             reset = F.pad(reset, (0, pad)) if reset is not None else None
         resets = to_chunks(reset, size) if reset is not None else None  # (C, B, chunks)
         # Tokens in chunk-major order (step c * C + s at [s, b, c]), flat: (C * B * chunks, in).
-        tokens = (
-            x.reshape(batch, chunks, size, -1)
-            .permute(2, 0, 1, 3)
-            .reshape(size * batch * chunks, -1)
-        )
+        tokens = x.reshape(batch, chunks, size, -1).permute(2, 0, 1, 3).reshape(size * batch * chunks, -1)
         last = ((steps - 1) % size, (steps - 1) // size)
         h = self.encoder(tokens)
         new_state = []
@@ -244,10 +225,5 @@ class SSM(SequenceModel):
             u, s = block.recurrence.sequence(block.norm(h), s, resets, (size, batch, chunks), last)
             h = block.mix(h, u)
             new_state.append(s)
-        y = (
-            self.head(h)
-            .reshape(size, batch, chunks, -1)
-            .permute(1, 2, 0, 3)
-            .reshape(batch, chunks * size, -1)
-        )
+        y = self.head(h).reshape(size, batch, chunks, -1).permute(1, 2, 0, 3).reshape(batch, chunks * size, -1)
         return (y[:, :steps] if pad else y), tuple(new_state)
