@@ -61,14 +61,9 @@ class Adapter:
         Nagabandi, Clavera et al., ICLR 2019 (adapting a dynamics model on the recent window).
     """
 
-    def __init__(
-        self, model: nn.Module, config: AdaptationConfig | None = None, strategy: str = "online"
-    ) -> None:
+    def __init__(self, model: nn.Module, config: AdaptationConfig | None = None, strategy: str = "online") -> None:
         if not isinstance(model, nn.Module) or not callable(getattr(model, "init_state", None)):
-            raise ValueError(
-                f"model: expected an nn.Module with init_state (a zoo model), "
-                f"got {type(model).__name__}"
-            )
+            raise ValueError(f"model: expected an nn.Module with init_state (a zoo model), got {type(model).__name__}")
         config = AdaptationConfig() if config is None else config
         if not isinstance(config, AdaptationConfig):
             raise ValueError(f"config: expected an AdaptationConfig, got {type(config).__name__}")
@@ -96,9 +91,7 @@ class Adapter:
 
     # ---- adaptation ----------------------------------------------------------------------
 
-    def adapt(
-        self, batch: Mapping[str, Any] | tuple[Tensor, Tensor], loss_fn: LossFn | None = None
-    ) -> dict[str, Any]:
+    def adapt(self, batch: Mapping[str, Any] | tuple[Tensor, Tensor], loss_fn: LossFn | None = None) -> dict[str, Any]:
         """Up to ``num_steps`` guarded optimiser steps on one batch.
 
         Args:
@@ -177,25 +170,22 @@ class Adapter:
         """One optimiser step, then the step bound and trust region, then the anchor update."""
         cfg = self.config
         old = [p.detach().clone() for p in params]
+        outside: list[Tensor | None] = [p.grad for p in params]  # the caller's gradients stay theirs
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         self.optimizer.step()
-        for p in params:
-            p.grad = None
+        for p, kept in zip(params, outside, strict=True):
+            p.grad = kept
         with torch.no_grad():
             proposed = [p.detach() for p in params]
-            accepted = guards.guard_update(
-                old, proposed, self.anchor, cfg.max_param_step, cfg.trust_region
-            )
+            accepted = guards.guard_update(old, proposed, self.anchor, cfg.max_param_step, cfg.trust_region)
             for p, a in zip(params, accepted, strict=True):
                 p.copy_(a)
         self.anchor = guards.ema_update(self.anchor, params, cfg.anchor_decay)
 
     def _roll_back(self, start: guards.Checkpoint, info: dict[str, Any]) -> dict[str, Any]:
         self.anchor = start.restore(self._tensors(), self.model, self.optimizer)
-        info.update(
-            loss=info["loss_before"], steps=0, updated=False, converged=False, rolled_back=True
-        )
+        info.update(loss=info["loss_before"], steps=0, updated=False, converged=False, rolled_back=True)
         return self._finish(info)
 
     def _finish(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -275,17 +265,12 @@ class Adapter:
         if isinstance(batch, Mapping):
             unknown = sorted(set(batch) - set(_BATCH_KEYS))
             if unknown or "x" not in batch:
-                raise ValueError(
-                    f"batch: expected keys x (required), y, state, reset, got {sorted(batch)}"
-                )
+                raise ValueError(f"batch: expected keys x (required), y, state, reset, got {sorted(batch)}")
             x, y, state, reset = (batch.get(k) for k in _BATCH_KEYS)
         elif isinstance(batch, tuple | list) and len(batch) == 2:
             (x, y), state, reset = batch, None, None
         else:
-            raise ValueError(
-                f"batch: expected a mapping with key x or an (x, y) tuple, "
-                f"got {type(batch).__name__}"
-            )
+            raise ValueError(f"batch: expected a mapping with key x or an (x, y) tuple, got {type(batch).__name__}")
         if not isinstance(x, Tensor) or x.dim() not in (2, 3):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"batch.x: expected a tensor (B, T, D) or (B, D), got {shape}")

@@ -29,9 +29,7 @@ def _unit_interval(name: str, value: object) -> None:
         return
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not (number and isinstance(value, int | float) and 0.0 <= value < 1.0):
-        raise ValueError(
-            f"AdaptationConfig.{name}: expected None or a number in [0, 1), got {value!r}"
-        )
+        raise ValueError(f"AdaptationConfig.{name}: expected None or a number in [0, 1), got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,26 +77,17 @@ class AdaptationConfig:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"AdaptationConfig.num_steps: expected a positive int, got {n!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"AdaptationConfig.optimizer: expected one of {list(OPTIMIZERS)}, "
-                f"got {self.optimizer!r}"
-            )
+            raise ValueError(f"AdaptationConfig.optimizer: expected one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         _positive("grad_clip_norm", self.grad_clip_norm, optional=True)
         _positive("max_param_step", self.max_param_step, optional=True)
         _positive("trust_region", self.trust_region, optional=True)
         _unit_interval("ema_decay", self.ema_decay)
         tol = self.tolerance
-        if tol is not None and (
-            not isinstance(tol, int | float) or isinstance(tol, bool) or not 0.0 <= tol < math.inf
-        ):
-            raise ValueError(
-                f"AdaptationConfig.tolerance: expected None or a number >= 0, got {tol!r}"
-            )
+        if tol is not None and (not isinstance(tol, int | float) or isinstance(tol, bool) or not 0.0 <= tol < math.inf):
+            raise ValueError(f"AdaptationConfig.tolerance: expected None or a number >= 0, got {tol!r}")
         object.__setattr__(self, "params", _check_params(self.params))
         if self.monitor_decay is None:
-            raise ValueError(
-                "AdaptationConfig.monitor_decay: expected a number in [0, 1), got None"
-            )
+            raise ValueError("AdaptationConfig.monitor_decay: expected a number in [0, 1), got None")
         _unit_interval("monitor_decay", self.monitor_decay)
 
     @property
@@ -118,15 +107,10 @@ def _check_params(params: object) -> ParamFilter:
             re.compile(params)
         except re.error as err:
             raise ValueError(
-                f"AdaptationConfig.params: expected a valid regular expression, "
-                f"got {params!r} ({err})"
+                f"AdaptationConfig.params: expected a valid regular expression, got {params!r} ({err})"
             ) from None
         return params
-    if (
-        isinstance(params, list | tuple)
-        and params
-        and all(isinstance(p, str) and p for p in params)
-    ):
+    if isinstance(params, list | tuple) and params and all(isinstance(p, str) and p for p in params):
         return tuple(params)
     raise ValueError(
         "AdaptationConfig.params: expected None, 'all', 'norm', a regex or a non-empty sequence "

@@ -42,9 +42,7 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def clip_by_total_norm(
-    grads: Sequence[Tensor], max_norm: float | None
-) -> tuple[list[Tensor], float]:
+def clip_by_total_norm(grads: Sequence[Tensor], max_norm: float | None) -> tuple[list[Tensor], float]:
     """Scale ``grads`` so their total L2 norm is at most ``max_norm``.
 
     Returns:
@@ -67,9 +65,7 @@ def bound_step(new: Sequence[Tensor], old: Sequence[Tensor], max_step: float) ->
     return out
 
 
-def project_to_ball(
-    params: Sequence[Tensor], anchor: Sequence[Tensor], radius: float
-) -> list[Tensor]:
+def project_to_ball(params: Sequence[Tensor], anchor: Sequence[Tensor], radius: float) -> list[Tensor]:
     """Euclidean projection onto {p : ||p - anchor||_2 <= radius}, the norm over all tensors."""
     dist = total_norm([p - a for p, a in zip(params, anchor, strict=True)])
     if dist <= radius:

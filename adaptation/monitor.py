@@ -21,10 +21,7 @@ def categorical_features(logits: Tensor) -> dict[str, float]:
         logits: (..., C); the means run over every leading position.
     """
     if logits.dim() < 1 or logits.shape[-1] < 2:
-        raise ValueError(
-            f"outputs: expected logits (..., C) with C >= 2 classes, "
-            f"got shape {tuple(logits.shape)}"
-        )
+        raise ValueError(f"outputs: expected logits (..., C) with C >= 2 classes, got shape {tuple(logits.shape)}")
     log_p = torch.log_softmax(logits.detach().double(), dim=-1)
     p = log_p.exp()
     return {
@@ -47,8 +44,7 @@ def gaussian_features(mean: Tensor, log_std: Tensor) -> dict[str, float]:
         fits = False
     if not fits:
         raise ValueError(
-            f"log_std: expected a shape broadcastable to the outputs' {tuple(mean.shape)}, "
-            f"got {tuple(log_std.shape)}"
+            f"log_std: expected a shape broadcastable to the outputs' {tuple(mean.shape)}, got {tuple(log_std.shape)}"
         )
     log_std = log_std.detach().double().expand(mean.shape)
     entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)

@@ -58,9 +58,7 @@ def register_strategy(name: str) -> Callable[[S], S]:
     if not isinstance(name, str) or not name:
         raise ValueError(f"register_strategy: name expected a non-empty str, got {name!r}")
     if name in STRATEGIES:
-        raise ValueError(
-            f"register_strategy: name {name!r} is already registered; known: {sorted(STRATEGIES)}"
-        )
+        raise ValueError(f"register_strategy: name {name!r} is already registered; known: {sorted(STRATEGIES)}")
 
     def add(obj: S) -> S:
         if isinstance(obj, type) and issubclass(obj, Strategy):
@@ -71,13 +69,10 @@ def register_strategy(name: str) -> Callable[[S], S]:
             def objective(self: Strategy, outputs: Tensor, targets: Tensor | None) -> Tensor:
                 return fn(outputs, targets)
 
-            cls = type(
-                f"{name}_strategy", (Strategy,), {"objective": objective, "needs_targets": False}
-            )
+            cls = type(f"{name}_strategy", (Strategy,), {"objective": objective, "needs_targets": False})
         else:
             raise ValueError(
-                f"register_strategy({name!r}): expected a Strategy subclass or an objective "
-                f"function, got {obj!r}"
+                f"register_strategy({name!r}): expected a Strategy subclass or an objective function, got {obj!r}"
             )
         cls.name = name
         STRATEGIES[name] = cls
@@ -98,10 +93,7 @@ def mse(outputs: Tensor, targets: Tensor | None) -> Tensor:
     if targets is None:
         raise ValueError("y: expected targets for a supervised objective, got None")
     if targets.shape != outputs.shape:
-        raise ValueError(
-            f"y: expected shape {tuple(outputs.shape)} (the model's output), "
-            f"got {tuple(targets.shape)}"
-        )
+        raise ValueError(f"y: expected shape {tuple(outputs.shape)} (the model's output), got {tuple(targets.shape)}")
     return (outputs - targets).pow(2).mean()
 
 

@@ -30,9 +30,7 @@ def _system(seed: int) -> tuple[Tensor, Tensor]:
     return 0.9 * q, torch.randn(S, U, generator=g)
 
 
-def _rollout(
-    system: tuple[Tensor, Tensor], batch: int, steps: int, g: torch.Generator
-) -> tuple[Tensor, Tensor]:
+def _rollout(system: tuple[Tensor, Tensor], batch: int, steps: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     A, B = system
     s = torch.randn(batch, S, generator=g)
     xs, ys = [], []
@@ -45,9 +43,7 @@ def _rollout(
     return torch.stack(xs, 1), torch.stack(ys, 1)  # (batch, steps, S + U), (batch, steps, S)
 
 
-def _stream_errors(
-    m: torch.nn.Module, strategy: str, x: Tensor, y: Tensor, window: int
-) -> list[float]:
+def _stream_errors(m: torch.nn.Module, strategy: str, x: Tensor, y: Tensor, window: int) -> list[float]:
     """Prequential error per window: each window is scored before the model adapts on it."""
     adapter = Adapter(m, AdaptationConfig(lr=1e-2, num_steps=5), strategy=strategy)
     errors = []
@@ -85,9 +81,7 @@ def test_online_adaptation_beats_none_when_the_dynamics_change(name: str) -> Non
     online = _stream_errors(m, "online", x, y, window=10)
     assert_same(m, trained)  # the session undid the adaptation
     after_none, after_online = sum(none[6:]), sum(online[6:])
-    assert (
-        after_none / 14 > 2 * sum(none[:6]) / 6
-    )  # per window, the switch hurts the unadapted model
+    assert after_none / 14 > 2 * sum(none[:6]) / 6  # per window, the switch hurts the unadapted model
     assert after_online < 0.7 * after_none, (after_online, after_none)
     assert sum(online) < 0.8 * sum(none)
 
@@ -152,6 +146,19 @@ def test_single_step_inputs_and_custom_loss(name: str) -> None:
 # ---- which parameters move -------------------------------------------------------------------
 
 
+def test_callers_gradients_are_left_as_they_were(name: str) -> None:
+    m = model(name)
+    x, y = torch.randn(3, 6, IN), torch.randn(3, 6, OUT)
+    m(x, m.init_state(3))[0].sum().backward()
+    grads = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+    assert grads
+    assert Adapter(m, AdaptationConfig(lr=1e-2, num_steps=2)).adapt((x, y))["updated"]
+    for k, p in m.named_parameters():
+        assert (p.grad is None) == (k not in grads), k
+        if p.grad is not None:
+            assert torch.equal(p.grad, grads[k]), k
+
+
 def test_param_filter_leaves_the_others_untouched(name: str) -> None:
     m = model(name)
     names = [n for n, _ in m.named_parameters()]
@@ -185,9 +192,7 @@ def test_reset_restores_weights_and_optimiser_state_exactly(name: str) -> None:
     adapter = Adapter(m, cfg)
     for _ in range(3):
         adapter.adapt((x, y))
-    assert any(
-        not torch.equal(a, b) for a, b in zip(weights(m).values(), start.values(), strict=True)
-    )
+    assert any(not torch.equal(a, b) for a, b in zip(weights(m).values(), start.values(), strict=True))
     adapter.reset()
     assert_same(m, start)
     # the optimiser state and anchor are back too: the next call equals a brand-new Adapter's
@@ -205,9 +210,7 @@ def test_session_restores_on_exit_even_after_an_error(name: str) -> None:
     entry = weights(m)
     with adapter.session():
         adapter.adapt((x, y))
-        assert any(
-            not torch.equal(a, b) for a, b in zip(weights(m).values(), entry.values(), strict=True)
-        )
+        assert any(not torch.equal(a, b) for a, b in zip(weights(m).values(), entry.values(), strict=True))
     assert_same(m, entry)
     with pytest.raises(RuntimeError, match="boom"), adapter.session():
         adapter.adapt((x, y))
@@ -238,9 +241,7 @@ def test_huge_targets_and_lr_keep_weights_finite(name: str) -> None:
     x, y = torch.randn(2, 5, IN), 1e6 * torch.randn(2, 5, OUT)
     for optimizer in ("sgd", "adam"):
         m = model(name)
-        adapter = Adapter(
-            m, AdaptationConfig(lr=10.0, num_steps=5, optimizer=optimizer, grad_clip_norm=None)
-        )
+        adapter = Adapter(m, AdaptationConfig(lr=10.0, num_steps=5, optimizer=optimizer, grad_clip_norm=None))
         rolled_back = []
         for _ in range(3):
             before = weights(m)
@@ -274,9 +275,7 @@ def test_a_loss_that_turns_non_finite_mid_call_rolls_back_the_whole_call(name: s
     # the optimiser state was rolled back too: the next call equals a fresh Adapter's
     x, y = torch.randn(2, 5, IN), torch.randn(2, 5, OUT)
     fresh = model(name)
-    assert adapter.adapt((x, y)) == Adapter(fresh, AdaptationConfig(lr=1e-2, num_steps=5)).adapt(
-        (x, y)
-    )
+    assert adapter.adapt((x, y)) == Adapter(fresh, AdaptationConfig(lr=1e-2, num_steps=5)).adapt((x, y))
 
 
 def test_none_strategy_measures_without_updating(name: str) -> None:

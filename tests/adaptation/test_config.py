@@ -56,9 +56,7 @@ def test_config_is_frozen_and_normalises_substring_lists() -> None:
 
 
 def test_unknown_strategy_lists_the_known_ones() -> None:
-    with pytest.raises(
-        ValueError, match=r"strategy: unknown name 'nope'.*'none'.*'online'.*'tent'"
-    ):
+    with pytest.raises(ValueError, match=r"strategy: unknown name 'nope'.*'none'.*'online'.*'tent'"):
         Adapter(model("mlp"), strategy="nope")
     assert {"none", "online", "tent"} <= set(STRATEGIES)
 
@@ -86,9 +84,7 @@ def test_adapter_input_errors_name_the_field() -> None:
 
 
 def test_a_filter_that_matches_nothing_names_params() -> None:
-    with pytest.raises(
-        ValueError, match=r"^params: expected a filter matching .* got 'nothing_\$'"
-    ):
+    with pytest.raises(ValueError, match=r"^params: expected a filter matching .* got 'nothing_\$'"):
         Adapter(model("mlp"), AdaptationConfig(params="nothing_$"))
     with pytest.raises(ValueError, match=r"no normalisation layers.*got 'norm'"):
         Adapter(model("mlp"), AdaptationConfig(params="norm"))

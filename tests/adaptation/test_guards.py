@@ -54,9 +54,7 @@ def test_project_to_ball_is_the_radial_projection() -> None:
     direction = flat(params) - flat(anchor)
     torch.testing.assert_close(d, direction / direction.norm())
     inside = [a + 0.01 for a in anchor]
-    assert all(
-        torch.equal(o, i) for o, i in zip(project_to_ball(inside, anchor, 1.0), inside, strict=True)
-    )
+    assert all(torch.equal(o, i) for o, i in zip(project_to_ball(inside, anchor, 1.0), inside, strict=True))
 
 
 def test_guard_update_keeps_both_bounds_when_projection_alone_would_break_the_step_bound() -> None:
@@ -116,9 +114,7 @@ def test_ema_update_formula() -> None:
 def test_max_param_step_bounds_every_element_of_every_step(name: str) -> None:
     m = model(name)
     bound = 1e-3
-    adapter = Adapter(
-        m, AdaptationConfig(lr=1.0, num_steps=1, grad_clip_norm=None, max_param_step=bound)
-    )
+    adapter = Adapter(m, AdaptationConfig(lr=1.0, num_steps=1, grad_clip_norm=None, max_param_step=bound))
     x, y = _batch()
     largest = 0.0
     for _ in range(3):
@@ -136,9 +132,7 @@ def test_trust_region_keeps_weights_within_radius_of_the_start(name: str) -> Non
     m = model(name)
     start = flat(list(m.parameters()))
     radius = 0.05
-    cfg = AdaptationConfig(
-        lr=5.0, optimizer="sgd", num_steps=4, grad_clip_norm=None, trust_region=radius
-    )
+    cfg = AdaptationConfig(lr=5.0, optimizer="sgd", num_steps=4, grad_clip_norm=None, trust_region=radius)
     adapter = Adapter(m, cfg)
     x, y = _batch()
     for _ in range(4):
@@ -155,9 +149,7 @@ def test_trust_region_follows_an_ema_anchor(name: str) -> None:
     m = model(name)
     start = flat(list(m.parameters()))
     radius = 0.02
-    cfg = AdaptationConfig(
-        lr=0.05, num_steps=2, grad_clip_norm=None, trust_region=radius, ema_decay=0.5
-    )
+    cfg = AdaptationConfig(lr=0.05, num_steps=2, grad_clip_norm=None, trust_region=radius, ema_decay=0.5)
     adapter = Adapter(m, cfg)
     x, y = _batch()
     for _ in range(15):
@@ -198,9 +190,7 @@ def test_tolerance_stops_when_the_improvement_is_small() -> None:
     m = model("mlp")
     x, y = _batch()
     tol = 1e-3
-    cfg = AdaptationConfig(
-        lr=0.05, optimizer="sgd", num_steps=2000, tolerance=tol, grad_clip_norm=None
-    )
+    cfg = AdaptationConfig(lr=0.05, optimizer="sgd", num_steps=2000, tolerance=tol, grad_clip_norm=None)
     info = Adapter(m, cfg).adapt((x, y))
     assert info["converged"] and 1 < info["steps"] < 2000
     assert info["loss"] < info["loss_before"]

@@ -52,9 +52,7 @@ def _blobs(n: int, g: torch.Generator, shifted: bool = False) -> tuple[Tensor, T
 def _entropy_and_accuracy(m: nn.Module, x: Tensor, labels: Tensor) -> tuple[float, float]:
     with torch.no_grad():
         logits, _ = m(x, ())
-    return float(categorical_entropy(logits).mean()), float(
-        (logits.argmax(-1) == labels).float().mean()
-    )
+    return float(categorical_entropy(logits).mean()), float((logits.argmax(-1) == labels).float().mean())
 
 
 def test_tent_lowers_entropy_on_shifted_inputs_and_adapts_only_norms() -> None:
@@ -121,9 +119,7 @@ def test_categorical_meta_features_equal_their_definitions() -> None:
     assert feats["entropy"] == pytest.approx(float(dist.entropy().mean()), rel=1e-6)
     assert feats["confidence"] == pytest.approx(float(dist.probs.max(-1).values.mean()), rel=1e-6)
     uniform = adapter.observe(torch.zeros(3, 5))
-    assert uniform["entropy"] == pytest.approx(math.log(5)) and uniform[
-        "confidence"
-    ] == pytest.approx(0.2)
+    assert uniform["entropy"] == pytest.approx(math.log(5)) and uniform["confidence"] == pytest.approx(0.2)
     sure = adapter.observe(torch.tensor([[50.0, 0.0, 0.0]]))
     assert sure["entropy"] < 1e-6 and sure["confidence"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"^outputs: expected logits .* got shape \(4, 1\)"):
@@ -146,18 +142,12 @@ def test_feature_shift_detects_a_moved_input_distribution() -> None:
     adapter = Adapter(model("mlp"), AdaptationConfig(monitor_decay=0.8))
     g = torch.Generator().manual_seed(0)
     assert math.isnan(adapter.observe(features=torch.randn(64, IN, generator=g))["feature_shift"])
-    stationary = [
-        adapter.observe(features=torch.randn(64, IN, generator=g))["feature_shift"]
-        for _ in range(20)
-    ]
+    stationary = [adapter.observe(features=torch.randn(64, IN, generator=g))["feature_shift"] for _ in range(20)]
     assert max(stationary) < 0.5
     shifted = adapter.observe(features=torch.randn(64, IN, generator=g) + 2.0)["feature_shift"]
     assert 1.5 < shifted < 2.5  # about two standard deviations in every feature
     # the moving statistics absorb a persistent shift
-    later = [
-        adapter.observe(features=torch.randn(64, IN, generator=g) + 2.0)["feature_shift"]
-        for _ in range(30)
-    ]
+    later = [adapter.observe(features=torch.randn(64, IN, generator=g) + 2.0)["feature_shift"] for _ in range(30)]
     assert later[-1] < 0.5
     with pytest.raises(ValueError, match=r"^features: expected 5 features .* got 4"):
         adapter.observe(features=torch.randn(8, 4))
@@ -226,7 +216,5 @@ def test_register_strategy_adds_a_working_strategy() -> None:
 
     with pytest.raises(ValueError, match=r"name 'mae' is already registered"):
         register_strategy("mae")(mae)
-    with pytest.raises(
-        ValueError, match=r"expected a Strategy subclass or an objective function, got 3"
-    ):
+    with pytest.raises(ValueError, match=r"expected a Strategy subclass or an objective function, got 3"):
         register_strategy("three")(3)
