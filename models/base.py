@@ -109,7 +109,20 @@ class SequenceModel(nn.Module):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"{self.name}.init_state: batch_size expected a positive int, got {batch_size!r}")
         dev = torch.device(device) if device is not None else self.device
-        return self._init_state(batch_size, dev)
+        return self._fresh_state(batch_size, dev)
+
+    def _fresh_state(self, batch_size: int, device: torch.device) -> State:
+        """``_init_state`` in the parameters' dtype, so a ``.double()`` model gets a float64 state."""
+        state = self._init_state(batch_size, device)
+        dtype = next(self.parameters()).dtype if not self.stateless else torch.get_default_dtype()
+        complex_dtype = (torch.ones((), dtype=dtype) * 1j).dtype
+
+        def cast(t: Tensor) -> Tensor:
+            if t.is_complex():
+                return t.to(complex_dtype)
+            return t.to(dtype) if t.is_floating_point() else t
+
+        return tree_map(cast, state)
 
     def forward(self, x: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
         """Run the model over a sequence (B, T, in) or one step (B, in) from ``state``.
@@ -130,7 +143,7 @@ class SequenceModel(nn.Module):
             reset = self._check_reset(reset, x, single_step)
         if single_step:
             if reset is not None:
-                state = select_state(reset[:, 0], self._init_state(batch, x.device), state)
+                state = select_state(reset[:, 0], self._fresh_state(batch, x.device), state)
             return self._forward_step(x, state)
         if reset is None:
             return self._forward_sequence(x, state)
@@ -160,7 +173,7 @@ class SequenceModel(nn.Module):
         """
         boundaries = torch.nonzero(reset.any(dim=0)).flatten().tolist()
         cuts = sorted({0, *boundaries, x.shape[1]})
-        fresh = self._init_state(x.shape[0], x.device)
+        fresh = self._fresh_state(x.shape[0], x.device)
         outputs = []
         for start, stop in itertools.pairwise(cuts):
             state = select_state(reset[:, start], fresh, state)

@@ -158,6 +158,16 @@ def test_functional_call_and_vmap_equal_plain_call(name: str) -> None:
         _close(tree_map(lambda t, i=i: t[i], s_v), s_i)
 
 
+def test_float64_model_gets_a_float64_state(name: str) -> None:
+    model = _model(name).double()
+    state = model.init_state(2)
+    for leaf in tree_flatten(state)[0]:
+        if leaf.is_floating_point() or leaf.is_complex():
+            assert leaf.dtype in (torch.float64, torch.complex128), leaf.dtype
+    y, _ = model(torch.randn(2, 5, IN, dtype=torch.float64), state)
+    assert y.dtype == torch.float64
+
+
 def test_save_load_round_trip(name: str, tmp_path) -> None:
     model = _model(name)
     path = tmp_path / "model.pt"
