@@ -49,9 +49,7 @@ class RecurrentConfig(ModelConfig):
         super().__post_init__()
         value = self.num_layers
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"{type(self).__name__}.num_layers: expected a positive int, got {value!r}"
-            )
+            raise ValueError(f"{type(self).__name__}.num_layers: expected a positive int, got {value!r}")
 
 
 def layer_weights(rnn: nn.RNNBase) -> list[LayerWeights]:
@@ -103,9 +101,7 @@ def _lstm_step(drive: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor) -> tuple[Ten
     return o.sigmoid() * c.tanh(), c
 
 
-def lstm_layer(
-    x: Tensor, h: Tensor, c: Tensor, weights: LayerWeights
-) -> tuple[Tensor, Tensor, Tensor]:
+def lstm_layer(x: Tensor, h: Tensor, c: Tensor, weights: LayerWeights) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer over a sequence or one step, with nn.LSTM's parameters and gate order.
 
         i, f, o = sigmoid(W_i* x_t + b_i* + W_h* h + b_h*)     (gate rows in order i, f, g, o)
@@ -182,9 +178,7 @@ def gru_layer(x: Tensor, h: Tensor, weights: LayerWeights) -> tuple[Tensor, Tens
     return torch.stack(outputs, dim=1), h
 
 
-def lstm_cells(
-    x: Tensor, h: Tensor, c: Tensor, weights: list[LayerWeights]
-) -> tuple[Tensor, Tensor, Tensor]:
+def lstm_cells(x: Tensor, h: Tensor, c: Tensor, weights: list[LayerWeights]) -> tuple[Tensor, Tensor, Tensor]:
     """A stacked LSTM from cells, equal to ``nn.LSTM(batch_first=True)`` without dropout.
 
     Shapes:

@@ -43,9 +43,7 @@ def _random_state(model: SequenceModel, batch: int) -> State:
 def _cells_call(model: SequenceModel, params: dict[str, Tensor], x: Tensor, state: State):
     """The model's function built from the cells and a parameter dict, never the fused kernel."""
     weights = [
-        tuple(
-            params[f"rnn.{kind}_l{k}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        )
+        tuple(params[f"rnn.{kind}_l{k}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
         for k in range(model.config.num_layers)
     ]
     if model.name == "lstm":
@@ -137,9 +135,7 @@ def test_vmap_uses_cells_and_equals_a_loop_over_tasks(name: str, cell_calls) -> 
     tasks = 4
     stacked = {k: v + 0.05 * torch.randn(tasks, *v.shape) for k, v in base.items()}
     xs = torch.randn(tasks, 3, 11, IN)
-    states = tree_map(
-        lambda t: torch.stack([t * (i + 1) for i in range(tasks)]), _random_state(model, 3)
-    )
+    states = tree_map(lambda t: torch.stack([t * (i + 1) for i in range(tasks)]), _random_state(model, 3))
 
     y_v, s_v = vmap(lambda p, x, s: _fused_call(model, p, x, s))(stacked, xs, states)
     assert cell_calls, "under vmap the model must switch to the cells"
@@ -190,12 +186,8 @@ def test_second_order_gradients_match_between_paths(name: str) -> None:
     params = _params(model)
     batch = _task(model)
 
-    meta_fused = torch.autograd.grad(
-        _maml_objective(_fused_call, model, params, batch), list(params.values())
-    )
-    meta_cells = torch.autograd.grad(
-        _maml_objective(_cells_call, model, params, batch), list(params.values())
-    )
+    meta_fused = torch.autograd.grad(_maml_objective(_fused_call, model, params, batch), list(params.values()))
+    meta_cells = torch.autograd.grad(_maml_objective(_cells_call, model, params, batch), list(params.values()))
     _close(meta_cells, meta_fused)
 
     # the second-order term is really there: first-order MAML differs from it
@@ -203,9 +195,7 @@ def test_second_order_gradients_match_between_paths(name: str) -> None:
     loss = (_fused_call(model, params, sx, state)[0] - sy).pow(2).mean()
     grads = torch.autograd.grad(loss, list(params.values()))
     fast = {k: v - 0.5 * g for (k, v), g in zip(params.items(), grads, strict=True)}
-    first_order = torch.autograd.grad(
-        (_fused_call(model, fast, qx, state)[0] - qy).pow(2).mean(), list(fast.values())
-    )
+    first_order = torch.autograd.grad((_fused_call(model, fast, qx, state)[0] - qy).pow(2).mean(), list(fast.values()))
     gap = max((a - b).abs().max().item() for a, b in zip(meta_fused, first_order, strict=True))
     assert gap > 1e-3, gap
 
@@ -247,9 +237,7 @@ def test_state_layout_is_batch_then_layers(name: str) -> None:
 
 
 def test_layer_count_is_checked(name: str) -> None:
-    assert sum(p.numel() for p in _model(name, 3).parameters()) > sum(
-        p.numel() for p in _model(name, 1).parameters()
-    )
+    assert sum(p.numel() for p in _model(name, 3).parameters()) > sum(p.numel() for p in _model(name, 1).parameters())
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match=rf"num_layers: expected a positive int, got {bad!r}"):
             make_model(name, IN, OUT, hidden_dim=WIDTH, num_layers=bad)
