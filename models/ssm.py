@@ -137,7 +137,7 @@ class DiagonalRecurrence(nn.Module):
         x = (self._in_proj() @ z.T).reshape(states, 2, *chunk_shape)  # (N, 2, C, B, chunks)
         log_mag, phase = self.decay()
         h = chunked_scan(log_mag, phase, x, h0.permute(1, 2, 0), reset)  # (N, 2, C, B, chunks)
-        u = torch.addmm(z * self.D, h.reshape(2 * states, -1).T, self._out_proj().T)
+        u = torch.addcmul(h.reshape(2 * states, -1).T @ self._out_proj().T, z, self.D)
         return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
 
     def step(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
