@@ -90,11 +90,16 @@ def from_chunks(x: Tensor) -> Tensor:
 
 
 def lambda_powers(log_mag: Tensor, phase: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    """Real and imaginary parts of lambda^k, k = 0..count-1, in closed form; each (N, count)."""
-    k = torch.arange(count, device=log_mag.device, dtype=log_mag.dtype)
-    mag = torch.exp(log_mag.unsqueeze(1) * k)
-    angle = phase.unsqueeze(1) * k
-    return mag * torch.cos(angle), mag * torch.sin(angle)
+    """Real and imaginary parts of lambda^k, k = 0..count-1, in closed form; each (N, count).
+
+    Computed in float64 (a table of N x count numbers): k * arg(lambda) reaches thousands of
+    radians at the upper levels of the scan, where float32 would lose the phase.
+    """
+    wide = torch.float64 if log_mag.dtype in (torch.float16, torch.bfloat16, torch.float32) else log_mag.dtype
+    k = torch.arange(count, device=log_mag.device, dtype=wide)
+    mag = torch.exp(log_mag.to(wide).unsqueeze(1) * k)
+    angle = phase.to(wide).unsqueeze(1) * k
+    return (mag * torch.cos(angle)).to(log_mag.dtype), (mag * torch.sin(angle)).to(log_mag.dtype)
 
 
 def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: Tensor | None = None) -> Tensor:
@@ -152,7 +157,16 @@ def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: T
     # depth log_C T).
     h_in = h0.unsqueeze(-1)  # (N, 2, B, 1)
     if chunks > 1:
-        h_end = _scan_sequence(log_mag * size, phase * size, ends.reshape(n, 2, batch, chunks), h0, chunk_reset, size)
+        # lambda^C: log|lambda| * C and arg(lambda) * C, both formed in float64 for the phase's sake.
+        wide = torch.float64
+        h_end = _scan_sequence(
+            (log_mag.to(wide) * size).to(log_mag.dtype),
+            phase.to(wide) * size,
+            ends.reshape(n, 2, batch, chunks),
+            h0,
+            chunk_reset,
+            size,
+        )
         h_in = torch.cat([h_in, h_end[..., :-1]], dim=-1)  # (N, 2, B, chunks)
     # Its contribution lambda^(t+1) h_in, as a real 2x2 block per step: (N, 2C, 2).
     p_re, p_im = pow_re[:, 1:], pow_im[:, 1:]
