@@ -1,6 +1,6 @@
 """Protocols: what one cell measures. ``PROTOCOLS`` maps a suite-file table name to a Protocol."""
 
-from suites.protocols import dynamics
+from suites.protocols import dynamics, mpc, timing
 from suites.protocols.base import Cell, Measurement, Protocol
 from suites.tasks import TASKS
 
@@ -12,6 +12,22 @@ PROTOCOLS: dict[str, Protocol] = {
         run=dynamics.run,
         task_names=lambda: TASKS,
         training_arm={"maml+adapter": "maml"},
+    ),
+    "timing": Protocol(
+        name="timing",
+        settings_class=timing.TimingSettings,
+        arms=("timing",),
+        run=timing.run,
+        task_names=lambda: (),
+        needs_tasks=False,
+    ),
+    "mpc": Protocol(
+        name="mpc",
+        settings_class=mpc.MPCSettings,
+        arms=mpc.ARMS,
+        run=mpc.run,
+        task_names=mpc.dynamics_tasks,
+        training_arm={"unadapted": "maml", "maml+adapter": "maml", "random": "maml"},
     ),
 }
 
