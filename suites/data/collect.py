@@ -35,9 +35,7 @@ def _check_int(where: str, name: str, value: object, low: int) -> int:
     return int(value)
 
 
-def _random_actions(
-    space: spaces.Space, rng: np.random.Generator, horizon: int, n: int
-) -> np.ndarray:
+def _random_actions(space: spaces.Space, rng: np.random.Generator, horizon: int, n: int) -> np.ndarray:
     """Uniform random actions for ``horizon`` steps of ``n`` envs, drawn at once with ``rng``.
 
     Shapes:
@@ -78,8 +76,7 @@ def _encode(actions: np.ndarray, space: spaces.Space, n: int, where: str) -> np.
         index = actions - space.start
         if index.min() < 0 or index.max() >= space.n:
             raise ValueError(
-                f"{where}: policy actions expected in "
-                f"[{space.start}, {space.start + space.n - 1}], got {actions}"
+                f"{where}: policy actions expected in [{space.start}, {space.start + space.n - 1}], got {actions}"
             )
         return np.eye(space.n, dtype=np.float64)[index]
     expect = (n, *tuple(space.shape or ()))
@@ -235,8 +232,8 @@ def collect(
         seed: seeds every reset and every random action; task k uses SeedSequence([seed, k]).
         policy: behaviour policy on an (E, obs_dim) float32 batch; uniform random if None.
         reference: step the envs in lockstep through the policy interface, the plain path.
-            Otherwise a distribution's vectorised env is used when it has one, and the random
-            policy runs each env's row alone (both fast paths give the same data, tested).
+            Otherwise the random policy runs each env's row alone, and a plugged-in policy
+            steps a distribution's vectorised env when it has one (the same data, tested).
 
     Returns:
         TaskData with K tasks, E episodes, T steps.
@@ -248,8 +245,8 @@ def collect(
     if len(tasks) == 0:
         raise ValueError(f"{where}: tasks expected at least one task, got none")
     checked = [dist.check(t) for t in tasks]
-    if dist.vector_env is not None and not reference:
-        return _collect_vector(dist, checked, episodes, horizon, seed, policy)
+    if dist.vector_env is not None and policy is not None and not reference:
+        return _collect_vector(dist, checked, episodes, horizon, policy)
     envs = [dist.make_raw_env(checked[0]) for _ in range(episodes)]
     parts = []
     for k, task in enumerate(checked):
@@ -272,22 +269,11 @@ def collect(
 
 
 def _collect_vector(
-    dist: TaskDistribution,
-    tasks: list[TaskParams],
-    episodes: int,
-    horizon: int,
-    seed: int,
-    policy: Policy | None,
+    dist: TaskDistribution, tasks: list[TaskParams], episodes: int, horizon: int, policy: Policy
 ) -> TaskData:
-    """``collect`` through ``dist.vector_env``; the same data as the env loop (tested)."""
+    """``collect`` of a policy through ``dist.vector_env``; the same data as the env loop."""
     assert dist.vector_env is not None
-    parts = []
-    for k, task in enumerate(tasks):
-        venv = dist.vector_env([task] * episodes)
-        seq = np.random.SeedSequence([seed, k])
-        rng = np.random.default_rng(seq)
-        random = _replay(_random_actions(venv.action_space, rng, horizon, episodes))
-        parts.append(_rollout_vector(venv, horizon, policy or random))
+    parts = [_rollout_vector(dist.vector_env([t] * episodes), horizon, policy) for t in tasks]
     return _to_task_data(dist, tasks, parts)
 
 

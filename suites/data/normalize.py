@@ -48,15 +48,11 @@ class Normalizer:
     def apply(self, data: TaskData) -> TaskData:
         """``data`` with normalised inputs and targets and this normalizer recorded on it."""
         if data.normalizer is not None:
-            raise ValueError(
-                "Normalizer.apply: data expected raw (normalizer None), got data already normalised"
-            )
+            raise ValueError("Normalizer.apply: data expected raw (normalizer None), got data already normalised")
         for name, mean in (("inputs", self.input_mean), ("targets", self.target_mean)):
             got = getattr(data, name).shape[-1]
             if got != mean.shape[0]:
-                raise ValueError(
-                    f"Normalizer.apply: {name} expected {mean.shape[0]} features, got {got}"
-                )
+                raise ValueError(f"Normalizer.apply: {name} expected {mean.shape[0]} features, got {got}")
         return dataclasses.replace(
             data,
             inputs=self.apply_inputs(data.inputs),
@@ -82,9 +78,7 @@ def fit_normalizer(train_data: TaskData) -> Normalizer:
         The fitted Normalizer.
     """
     if train_data.normalizer is not None:
-        raise ValueError(
-            "fit_normalizer: train_data expected raw (normalizer None), got normalised data"
-        )
+        raise ValueError("fit_normalizer: train_data expected raw (normalizer None), got normalised data")
     input_mean, input_std = _mean_std(train_data.inputs)
     target_mean, target_std = _mean_std(train_data.targets)
     return Normalizer(input_mean, input_std, target_mean, target_std)

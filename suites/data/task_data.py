@@ -105,15 +105,9 @@ def split_support_query(data: TaskData, support_episodes: int) -> tuple[TaskData
         (support, query), each a TaskData over the same K tasks.
     """
     e = data.num_episodes
-    if (
-        isinstance(support_episodes, bool)
-        or not isinstance(support_episodes, int)
-        or not 1 <= support_episodes < e
-    ):
+    if isinstance(support_episodes, bool) or not isinstance(support_episodes, int) or not 1 <= support_episodes < e:
         raise ValueError(
             f"split_support_query: support_episodes expected an int in [1, {e - 1}] "
             f"(data has {e} episodes per task), got {support_episodes!r}"
         )
-    return data.select_episodes(slice(0, support_episodes)), data.select_episodes(
-        slice(support_episodes, e)
-    )
+    return data.select_episodes(slice(0, support_episodes)), data.select_episodes(slice(support_episodes, e))

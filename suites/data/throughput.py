@@ -89,9 +89,7 @@ def _collect_steps_per_s(name: str, tasks: int, episodes: int, horizon: int, see
     return tasks * episodes * horizon / (time.process_time() - start)
 
 
-def measure(
-    name: str, tasks: int = 4, episodes: int = 8, horizon: int = 200, repeats: int = 7
-) -> Throughput:
+def measure(name: str, tasks: int = 4, episodes: int = 8, horizon: int = 200, repeats: int = 7) -> Throughput:
     """Median steps/s of raw stepping and of ``collect`` for task ``name``, interleaved.
 
     ``collect`` runs ``tasks`` tasks, so building its env pool once is part of its time.

@@ -80,9 +80,7 @@ class AntTaskEnv(CachedModelMixin, AntEnv):
     def _apply_task(self, task: TaskParams) -> None:
         """Change the compiled model for ``task``; the default changes nothing."""
 
-    def _task_reward(
-        self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float
-    ) -> float:
+    def _task_reward(self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float) -> float:
         raise NotImplementedError
 
     def step(  # type: ignore[override]  # gymnasium annotates reward and info as float64
@@ -111,9 +109,7 @@ def _contact(next_obs: Array) -> Array:
 
 # ---- dynamics shift -------------------------------------------------------------------------
 
-CRIPPLED = ChoiceSpace(
-    name="crippled_leg", train=(0, 1, 2), test=(3,), labels=tuple(enumerate(LEGS))
-)
+CRIPPLED = ChoiceSpace(name="crippled_leg", train=(0, 1, 2), test=(3,), labels=tuple(enumerate(LEGS)))
 
 
 def forward_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
@@ -141,12 +137,8 @@ class AntCrippledLegEnv(AntTaskEnv):
             jid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, joint)
             self.model.actuator_gear[self.model.actuator_trnid[:, 0] == jid, :] = 0.0
 
-    def _task_reward(
-        self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float
-    ) -> float:
-        return (
-            float(velocity[0]) - DIR_CTRL_COST * action_sq - CONTACT_COST * contact + SURVIVE_REWARD
-        )
+    def _task_reward(self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float) -> float:
+        return float(velocity[0]) - DIR_CTRL_COST * action_sq - CONTACT_COST * contact + SURVIVE_REWARD
 
 
 # ---- reward-defined -------------------------------------------------------------------------
@@ -180,9 +172,7 @@ class AntDirEnv(AntTaskEnv):
     def __init__(self, direction: int = 1, render_mode: str | None = None) -> None:
         super().__init__(render_mode=render_mode, direction=direction)
 
-    def _task_reward(
-        self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float
-    ) -> float:
+    def _task_reward(self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float) -> float:
         forward = self.task["direction"] * float(velocity[0])
         return forward - DIR_CTRL_COST * action_sq - CONTACT_COST * contact + SURVIVE_REWARD
 
@@ -194,14 +184,10 @@ class AntGoalEnv(AntTaskEnv):
     space = GOAL
     terminates = False
 
-    def __init__(
-        self, goal_x: float = 1.0, goal_y: float = 1.0, render_mode: str | None = None
-    ) -> None:
+    def __init__(self, goal_x: float = 1.0, goal_y: float = 1.0, render_mode: str | None = None) -> None:
         super().__init__(render_mode=render_mode, goal_x=goal_x, goal_y=goal_y)
 
-    def _task_reward(
-        self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float
-    ) -> float:
+    def _task_reward(self, xy: np.ndarray, velocity: np.ndarray, action_sq: float, contact: float) -> float:
         dist = abs(float(xy[0]) - self.task["goal_x"]) + abs(float(xy[1]) - self.task["goal_y"])
         return -dist - GOAL_CTRL_COST * action_sq - CONTACT_COST * contact
 

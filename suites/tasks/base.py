@@ -118,9 +118,7 @@ class TaskDistribution:
     def test_tasks(self, n: int) -> list[TaskParams]:
         """The first ``n`` tasks of the fixed held-out test set (same list on every call)."""
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TEST_TASKS:
-            raise ValueError(
-                f"task {self.name!r}: n expected an int in [1, {MAX_TEST_TASKS}], got {n!r}"
-            )
+            raise ValueError(f"task {self.name!r}: n expected an int in [1, {MAX_TEST_TASKS}], got {n!r}")
         return self.space.test_set(self.name, n, self.test_seed)
 
     def make_env(self, task: Mapping[str, float], **kwargs: Any) -> gym.Env:
@@ -148,9 +146,7 @@ class TaskDistribution:
                 f"{type(err).__name__}: {detail}"
             ) from err
 
-    def reward(
-        self, obs: Array, action: Array, next_obs: Array, task: Mapping[str, float]
-    ) -> Array:
+    def reward(self, obs: Array, action: Array, next_obs: Array, task: Mapping[str, float]) -> Array:
         """Batched reward of transitions under ``task``.
 
         Args:

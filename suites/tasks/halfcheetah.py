@@ -94,9 +94,7 @@ def _velocity(obs: Array, next_obs: Array) -> Array:
 # ---- dynamics shift -------------------------------------------------------------------------
 
 MASS_DAMPING = BoxSpace(names=("mass_scale", "damping_scale"), low=(0.5, 0.5), high=(1.5, 1.5))
-CRIPPLED = ChoiceSpace(
-    name="crippled_joint", train=(0, 2, 3, 5), test=(1, 4), labels=tuple(enumerate(JOINTS))
-)
+CRIPPLED = ChoiceSpace(name="crippled_joint", train=(0, 2, 3, 5), test=(1, 4), labels=tuple(enumerate(JOINTS)))
 
 
 def run_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
@@ -111,12 +109,8 @@ class HalfCheetahMassDampingEnv(HalfCheetahTaskEnv):
     task_name = "halfcheetah-mass-damping"
     space = MASS_DAMPING
 
-    def __init__(
-        self, mass_scale: float = 1.0, damping_scale: float = 1.0, render_mode: str | None = None
-    ) -> None:
-        super().__init__(
-            render_mode=render_mode, mass_scale=mass_scale, damping_scale=damping_scale
-        )
+    def __init__(self, mass_scale: float = 1.0, damping_scale: float = 1.0, render_mode: str | None = None) -> None:
+        super().__init__(render_mode=render_mode, mass_scale=mass_scale, damping_scale=damping_scale)
 
     def _apply_task(self, task: TaskParams) -> None:
         self.model.body_mass[:] *= task["mass_scale"]

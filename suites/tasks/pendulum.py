@@ -21,9 +21,7 @@ MAX_TORQUE = 2.0
 class PendulumMassLengthEnv(PendulumEnv):
     """Pendulum-v1 whose mass ``m`` and length ``l`` are set per task (and by ``set_task``)."""
 
-    def __init__(
-        self, mass: float = 1.0, length: float = 1.0, render_mode: str | None = None
-    ) -> None:
+    def __init__(self, mass: float = 1.0, length: float = 1.0, render_mode: str | None = None) -> None:
         super().__init__(render_mode=render_mode)
         self.set_task({"mass": mass, "length": length})
 

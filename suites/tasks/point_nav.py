@@ -83,9 +83,7 @@ class PointNavVec:
     def __init__(self, goals: np.ndarray) -> None:
         goals = np.asarray(goals, dtype=np.float64)
         if goals.ndim != 2 or goals.shape[1] != 2 or goals.shape[0] < 1:
-            raise ValueError(
-                f"PointNavVec: goals expected shape (n, 2) with n >= 1, got {goals.shape}"
-            )
+            raise ValueError(f"PointNavVec: goals expected shape (n, 2) with n >= 1, got {goals.shape}")
         for g in goals:
             SPACE.validate(NAME, {"goal_x": g[0], "goal_y": g[1]})
         self.goals = goals
@@ -114,13 +112,15 @@ class PointNavVec:
         """Move the rows still running; returns (obs, reward, done)."""
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != self.goals.shape:
-            raise ValueError(
-                f"PointNavVec.step: actions expected shape {self.goals.shape}, got {actions.shape}"
-            )
+            raise ValueError(f"PointNavVec.step: actions expected shape {self.goals.shape}, got {actions.shape}")
         running = ~self._done
-        self._pos[running] += np.clip(actions[running], -MAX_STEP, MAX_STEP)
+        if running.all():  # the common case, without fancy indexing
+            self._pos += np.clip(actions, -MAX_STEP, MAX_STEP)
+        else:
+            self._pos[running] += np.clip(actions[running], -MAX_STEP, MAX_STEP)
         delta = self._pos - self.goals
-        reward = np.where(running, -np.sqrt(np.sum(delta * delta, axis=1)), 0.0)
+        reward = -np.sqrt(np.sum(delta * delta, axis=1))
+        reward[~running] = 0.0
         self._done |= running & np.all(np.abs(delta) < GOAL_TOLERANCE, axis=1)
         return self._pos.astype(np.float32), reward, self._done.copy()
 

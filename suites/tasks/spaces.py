@@ -89,9 +89,7 @@ class ParamSpace(Protocol):
         """``values`` as TaskParams; ValueError naming the field and its range when outside."""
         ...
 
-    def sample_train(
-        self, task: str, n: int, rng: np.random.Generator, seed: int = 0
-    ) -> list[TaskParams]:
+    def sample_train(self, task: str, n: int, rng: np.random.Generator, seed: int = 0) -> list[TaskParams]:
         """``n`` tasks from the training split (``seed``: the test set's, to stay clear of it)."""
         ...
 
@@ -125,9 +123,7 @@ class _Continuous:
         """The first ``n`` of ``MAX_TEST_TASKS`` points drawn from a stream seeded by ``seed``."""
         return self._as_params(task, self._draw(MAX_TEST_TASKS, np.random.default_rng(seed))[:n])
 
-    def sample_train(
-        self, task: str, n: int, rng: np.random.Generator, seed: int = 0
-    ) -> list[TaskParams]:
+    def sample_train(self, task: str, n: int, rng: np.random.Generator, seed: int = 0) -> list[TaskParams]:
         """``n`` uniform draws, redrawing any within ``TEST_GAP`` of the test pool of ``seed``."""
         scale = self._scale()
         pool = self._draw(MAX_TEST_TASKS, np.random.default_rng(seed)) / scale
@@ -160,9 +156,7 @@ class BoxSpace(_Continuous):
         for name, lo, hi in zip(self.names, self.low, self.high, strict=True):
             v = _number(task, name, values[name])
             if not lo <= v <= hi:
-                raise ValueError(
-                    f"task {task!r}: parameter {name} expected in [{lo}, {hi}], got {v!r}"
-                )
+                raise ValueError(f"task {task!r}: parameter {name} expected in [{lo}, {hi}], got {v!r}")
             out.append((name, v))
         return TaskParams(task, tuple(out))
 
@@ -174,10 +168,7 @@ class BoxSpace(_Continuous):
 
     def describe(self) -> str:
         """e.g. ``mass ~ U[0.5, 2.0], length ~ U[0.5, 2.0]``."""
-        return ", ".join(
-            f"{n} ~ U[{lo}, {hi}]"
-            for n, lo, hi in zip(self.names, self.low, self.high, strict=True)
-        )
+        return ", ".join(f"{n} ~ U[{lo}, {hi}]" for n, lo, hi in zip(self.names, self.low, self.high, strict=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,9 +227,7 @@ class ChoiceSpace:
 
     def __post_init__(self) -> None:
         if set(self.train) & set(self.test):
-            raise ValueError(
-                f"ChoiceSpace {self.name}: train {self.train} and test {self.test} overlap"
-            )
+            raise ValueError(f"ChoiceSpace {self.name}: train {self.train} and test {self.test} overlap")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -254,20 +243,12 @@ class ChoiceSpace:
         """``values`` as TaskParams; ValueError listing the valid choices otherwise."""
         _check_names(task, self.names, values)
         v = values[self.name]
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, int | float | np.integer | np.floating)
-            or v not in self.choices
-        ):
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or v not in self.choices:
             valid = list(self.choices)
-            raise ValueError(
-                f"task {task!r}: parameter {self.name} expected one of {valid}, got {v!r}"
-            )
+            raise ValueError(f"task {task!r}: parameter {self.name} expected one of {valid}, got {v!r}")
         return TaskParams(task, ((self.name, int(v)),))
 
-    def sample_train(
-        self, task: str, n: int, rng: np.random.Generator, seed: int = 0
-    ) -> list[TaskParams]:
+    def sample_train(self, task: str, n: int, rng: np.random.Generator, seed: int = 0) -> list[TaskParams]:
         """``n`` draws with replacement from the training choices."""
         picks = rng.choice(np.asarray(self.train), size=n)
         return [TaskParams(task, ((self.name, int(v)),)) for v in picks]
@@ -282,9 +263,7 @@ class ChoiceSpace:
         label = dict(self.labels)
 
         def fmt(vals: tuple[int, ...]) -> str:
-            return (
-                "{" + ", ".join(f"{v} ({label[v]})" if v in label else str(v) for v in vals) + "}"
-            )
+            return "{" + ", ".join(f"{v} ({label[v]})" if v in label else str(v) for v in vals) + "}"
 
         if not self.test:
             return f"{self.name} in {fmt(self.train)}, shared by train and test"

@@ -172,9 +172,7 @@ def test_discrete_actions_are_one_hot_and_episodes_restart() -> None:
 def test_bad_inputs_name_the_field() -> None:
     dist = get_task("pendulum-mass-length")
     tasks = dist.test_tasks(1)
-    with pytest.raises(
-        ValueError, match=r"collect\('pendulum-mass-length'\): horizon expected an int >= 1, got 0"
-    ):
+    with pytest.raises(ValueError, match=r"collect\('pendulum-mass-length'\): horizon expected an int >= 1, got 0"):
         collect(dist, tasks, 2, 0, 0)
     with pytest.raises(ValueError, match="episodes expected an int >= 1, got 0"):
         collect(dist, tasks, 0, 5, 0)
@@ -186,9 +184,7 @@ def test_bad_inputs_name_the_field() -> None:
         collect(dist, [{"mass": 1.0, "length": 9.0}], 2, 5, 0)
     with pytest.raises(ValueError, match="expected parameters of this task"):
         collect(dist, get_task("point-nav-2d").test_tasks(1), 2, 5, 0)
-    with pytest.raises(
-        ValueError, match=r"policy expected actions of shape \(2, 1\), got \(2, 3\)"
-    ):
+    with pytest.raises(ValueError, match=r"policy expected actions of shape \(2, 1\), got \(2, 3\)"):
         collect(dist, tasks, 2, 5, 0, policy=lambda o: np.zeros((2, 3)))
 
 
@@ -197,9 +193,7 @@ def test_switching_stream_changes_dynamics_at_the_switch() -> None:
     a, b = dist.params(mass=0.6, length=0.6), dist.params(mass=1.9, length=1.8)
     stream = collect_switching_stream(dist, a, b, horizon=40, switch_at=15, seed=2)
     same = collect_switching_stream(dist, a, a, horizon=40, switch_at=15, seed=2)
-    assert (
-        stream.inputs.shape == (1, 1, 40, 4) and stream.switch == (15, b) and stream.tasks == (a,)
-    )
+    assert stream.inputs.shape == (1, 1, 40, 4) and stream.switch == (15, b) and stream.tasks == (a,)
     assert stream.starts[0, 0, 0] and not stream.starts[0, 0, 1:].any()
     assert torch.equal(stream.inputs[..., :15, :], same.inputs[..., :15, :])
     assert torch.equal(stream.inputs[..., 15, :], same.inputs[..., 15, :])  # state carries over
@@ -210,9 +204,7 @@ def test_switching_stream_changes_dynamics_at_the_switch() -> None:
     cos, sin, thdot = stream.inputs[0, 0, 15, :3].double().numpy()
     env.state = np.array([np.arctan2(sin, cos), thdot])
     nxt = env.step(stream.inputs[0, 0, 15, 3:].numpy())[0]
-    np.testing.assert_allclose(
-        nxt - stream.inputs[0, 0, 15, :3].numpy(), stream.targets[0, 0, 15].numpy(), atol=1e-5
-    )
+    np.testing.assert_allclose(nxt - stream.inputs[0, 0, 15, :3].numpy(), stream.targets[0, 0, 15].numpy(), atol=1e-5)
 
 
 def test_switching_stream_bad_input() -> None:

@@ -26,13 +26,9 @@ def test_fitted_statistics_standardise_the_training_data(data: tuple) -> None:
     x = out.inputs.reshape(-1, out.inputs.shape[-1]).double()
     y = out.targets.reshape(-1, out.targets.shape[-1]).double()
     torch.testing.assert_close(x.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-5, rtol=0)
-    torch.testing.assert_close(
-        x.std(0, correction=0), torch.ones(4, dtype=torch.float64), atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(x.std(0, correction=0), torch.ones(4, dtype=torch.float64), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-5, rtol=0)
-    torch.testing.assert_close(
-        y.std(0, correction=0), torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(y.std(0, correction=0), torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
 def test_held_out_data_uses_the_training_statistics(data: tuple) -> None:
@@ -41,9 +37,7 @@ def test_held_out_data_uses_the_training_statistics(data: tuple) -> None:
     out = norm.apply(test)
     torch.testing.assert_close(out.inputs, (test.inputs - norm.input_mean) / norm.input_std)
     assert not torch.allclose(fit_normalizer(test).input_mean, norm.input_mean)
-    torch.testing.assert_close(
-        norm.unapply_targets(out.targets), test.targets, atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(norm.unapply_targets(out.targets), test.targets, atol=1e-5, rtol=1e-5)
 
 
 def test_constant_features_are_only_centred(data: tuple) -> None:
@@ -72,9 +66,7 @@ def test_support_and_query_come_from_different_episodes(data: tuple) -> None:
     train, _ = data
     support, query = split_support_query(train, support_episodes=2)
     assert support.inputs.shape == (4, 2, 30, 4) and query.inputs.shape == (4, 4, 30, 4)
-    assert torch.equal(support.inputs, train.inputs[:, :2]) and torch.equal(
-        query.inputs, train.inputs[:, 2:]
-    )
+    assert torch.equal(support.inputs, train.inputs[:, :2]) and torch.equal(query.inputs, train.inputs[:, 2:])
     assert support.tasks == query.tasks == train.tasks
     for k in range(4):  # no episode appears on both sides
         for s in support.inputs[k]:
@@ -86,9 +78,7 @@ def test_support_and_query_come_from_different_episodes(data: tuple) -> None:
 
 def test_task_data_checks_its_shapes(data: tuple) -> None:
     train, _ = data
-    with pytest.raises(
-        ValueError, match=r"TaskData.targets: expected shape \(4, 6, 30, 3\), got \(4, 6, 30, 2\)"
-    ):
+    with pytest.raises(ValueError, match=r"TaskData.targets: expected shape \(4, 6, 30, 3\), got \(4, 6, 30, 2\)"):
         dataclasses.replace(train, targets=train.targets[..., :2])
     with pytest.raises(ValueError, match=r"TaskData\.tasks: expected 4 tasks, got 3"):
         dataclasses.replace(train, tasks=train.tasks[:3])

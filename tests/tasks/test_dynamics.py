@@ -140,18 +140,14 @@ def test_set_task_mid_episode_changes_the_next_step_only(name: str) -> None:
     ("changes_model", "plain"),
     [("halfcheetah-mass-damping", "halfcheetah-vel"), ("ant-crippled-leg", "ant-dir")],
 )
-def test_cached_compiled_model_matches_gymnasium_and_stays_pristine(
-    changes_model: str, plain: str
-) -> None:
+def test_cached_compiled_model_matches_gymnasium_and_stays_pristine(changes_model: str, plain: str) -> None:
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
     # An env whose task edits its copy of the compiled model, then one that leaves it alone.
     first = get_task(changes_model).make_raw_env(get_task(changes_model).test_tasks(1)[0])
     ours = get_task(plain).make_raw_env(get_task(plain).test_tasks(1)[0])
-    fresh = (HalfCheetahEnv if "cheetah" in plain else AntEnv)(
-        exclude_current_positions_from_observation=False
-    )
+    fresh = (HalfCheetahEnv if "cheetah" in plain else AntEnv)(exclude_current_positions_from_observation=False)
     assert first.model is not ours.model
     for field in ("body_mass", "dof_damping", "actuator_gear"):
         np.testing.assert_array_equal(getattr(ours.model, field), getattr(fresh.model, field))

@@ -32,9 +32,7 @@ def test_task_names_and_families() -> None:
 
 
 def test_unknown_task_lists_the_valid_names() -> None:
-    with pytest.raises(
-        ValueError, match=r"task: unknown name 'cheetah'; expected one of \['ant-crippled-leg'"
-    ):
+    with pytest.raises(ValueError, match=r"task: unknown name 'cheetah'; expected one of \['ant-crippled-leg'"):
         get_task("cheetah")
 
 
@@ -94,9 +92,7 @@ def test_bad_parameters_and_counts() -> None:
         pend.make_env(pend.params(mass=3.0, length=1.0))
     with pytest.raises(ValueError, match=r"parameter mass expected in \[0.5, 2.0\], got 0.1"):
         gym.make("SSMMetaRL/PendulumMassLength-v0", mass=0.1, length=1.0)
-    with pytest.raises(
-        ValueError, match=r"crippled_joint expected one of \[0, 2, 3, 5, 1, 4\], got 6"
-    ):
+    with pytest.raises(ValueError, match=r"crippled_joint expected one of \[0, 2, 3, 5, 1, 4\], got 6"):
         get_task("halfcheetah-crippled-joint").params(crippled_joint=6)
     vel = get_task("halfcheetah-vel")
     with pytest.raises(ValueError, match="expected parameters of this task"):

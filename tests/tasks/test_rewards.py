@@ -35,9 +35,7 @@ def test_batched_reward_equals_env_reward(name: str) -> None:
     tol = 1e-6 if single else 1e-9
     np.testing.assert_allclose(dist.reward(obs, action, next_obs, task), reward, rtol=tol, atol=tol)
     # Any leading batch shape, and torch tensors in float32 (as a planner would pass them).
-    batched = dist.reward(
-        obs.reshape(3, 20, -1), action.reshape(3, 20, -1), next_obs.reshape(3, 20, -1), task
-    )
+    batched = dist.reward(obs.reshape(3, 20, -1), action.reshape(3, 20, -1), next_obs.reshape(3, 20, -1), task)
     assert batched.shape == (3, 20)
     t = [torch.from_numpy(x).float() for x in (obs, action, next_obs)]
     got = dist.reward(*t, task)
@@ -73,9 +71,7 @@ def test_goal_reward_is_highest_at_the_goal(name: str, obs_dim: int) -> None:
     dist = get_task(name)
     for task in dist.test_tasks(3):
         g = np.array([task["goal_x"], task["goal_y"]])
-        grid = np.stack(np.meshgrid(np.linspace(-3, 3, 61), np.linspace(-3, 3, 61)), -1).reshape(
-            -1, 2
-        )
+        grid = np.stack(np.meshgrid(np.linspace(-3, 3, 61), np.linspace(-3, 3, 61)), -1).reshape(-1, 2)
         grid = np.concatenate([grid, g[None]])
         next_obs = np.zeros((len(grid), obs_dim))
         next_obs[:, :2] = grid
@@ -108,9 +104,7 @@ def test_point_nav_vec_matches_the_env_row_by_row() -> None:
     rng = np.random.default_rng(0)
     done_env = np.zeros(3, dtype=bool)
     for _ in range(40):
-        act = np.clip((goals - obs) + 0.01 * rng.standard_normal((3, 2)), -0.12, 0.12).astype(
-            np.float32
-        )
+        act = np.clip((goals - obs) + 0.01 * rng.standard_normal((3, 2)), -0.12, 0.12).astype(np.float32)
         obs, reward, done = vec.step(act)
         for j, env in enumerate(envs):
             if done_env[j]:

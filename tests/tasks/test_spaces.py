@@ -20,9 +20,7 @@ def test_task_params_reads_like_a_dict_and_is_hashable() -> None:
 
 def test_box_validation_names_the_field_and_range() -> None:
     assert dict(BOX.validate("t", {"mass": 1.0, "length": 2.0})) == {"mass": 1.0, "length": 2.0}
-    with pytest.raises(
-        ValueError, match=r"task 't': parameter length expected in \[0.5, 2.0\], got 2.5"
-    ):
+    with pytest.raises(ValueError, match=r"task 't': parameter length expected in \[0.5, 2.0\], got 2.5"):
         BOX.validate("t", {"mass": 1.0, "length": 2.5})
     with pytest.raises(ValueError, match=r"missing \['length'\], unknown \['lenght'\]"):
         BOX.validate("t", {"mass": 1.0, "lenght": 1.0})
@@ -58,9 +56,7 @@ def test_box_samples_cover_the_range_uniformly() -> None:
 
 def test_disc_is_uniform_in_area_and_validates() -> None:
     disc = DiscSpace(names=("goal_x", "goal_y"), radius=3.0)
-    pts = np.array(
-        [list(p.values()) for p in disc.sample_train("t", 4000, np.random.default_rng(0))]
-    )
+    pts = np.array([list(p.values()) for p in disc.sample_train("t", 4000, np.random.default_rng(0))])
     r2 = (pts**2).sum(1)
     assert r2.max() <= 9.0
     assert abs(r2.mean() - 4.5) < 0.15  # E[r^2] = R^2 / 2 for uniform area
