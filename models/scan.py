@@ -80,6 +80,8 @@ def to_chunks(x: Tensor, size: int) -> Tensor:
     works in; per-token layers do not care about token order, so a model can stay in it.
     """
     *lead, batch, steps = x.shape
+    if size < 1 or steps % size:
+        raise ValueError(f"to_chunks: size expected a positive divisor of T = {steps}, got {size}")
     return x.reshape(*lead, batch, steps // size, size).movedim(-1, -3)
 
 

@@ -98,6 +98,9 @@ def test_chunked_scan_layout_round_trip_and_fp32_accuracy() -> None:
     n, batch, size, chunks = 4, 2, 8, 16
     x = torch.randn(n, 2, batch, size * chunks)
     torch.testing.assert_close(from_chunks(to_chunks(x, size)), x, atol=0, rtol=0)
+    assert to_chunks(x, size)[..., 3, 1, 5].equal(x[..., 1, 5 * size + 3])  # step c * C + s sits at [s, b, c]
+    with pytest.raises(ValueError, match=r"size expected a positive divisor of T = 128, got 7"):
+        to_chunks(x, 7)
     log_mag, phase = -torch.rand(n) * 0.05 - 1e-3, torch.rand(n) * 6
     h0 = torch.randn(n, 2, batch)
     reset = torch.rand(batch, size * chunks) < 0.05
