@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
+from models.layers import LayerNorm
 from models.scan import chunked_scan, to_chunks
 
 _NU_LOG_MAX = math.log(30.0)
@@ -158,7 +159,7 @@ class SSMBlock(nn.Module):
     def __init__(self, config: SSMConfig) -> None:
         super().__init__()
         width = config.hidden_dim
-        self.norm = nn.LayerNorm(width)
+        self.norm = LayerNorm(width)  # composite under vmap: fused layer_norm's batching rule is wrong
         self.recurrence = DiagonalRecurrence(width, config.state_dim, config.r_min, config.r_max, config.max_phase)
         # Two Linear layers rather than one of width 2H: the gate then runs on contiguous memory
         # (sigmoid on a strided half of a (tokens, 2H) tensor is several times slower on CPU).

@@ -17,7 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from models import SequenceModel, count_params, make_model
-from models.transformer import LayerNorm, Transformer, TransformerConfig, layer_norm_composite
+from models.layers import LayerNorm, layer_norm_composite
+from models.transformer import Transformer, TransformerConfig
 
 IN, OUT = 5, 3
 
