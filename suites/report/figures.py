@@ -186,6 +186,18 @@ def _loglog(rows: pd.DataFrame, metric: str, config: ReportConfig) -> list[Block
 def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
     """Complexity curves with slopes, and speed bars and ratios."""
     blocks: list[Block] = []
+    theory = timing.complexity(rows, config.confidence)
+    if "slope_T" in theory and theory["slope_T"].notna().any():
+        blocks.append(
+            Table(
+                "complexity",
+                "theory of each model's sequence-mode work (T steps, width d, SSM state size N, "
+                "transformer window W; linear in T: slope 1) beside the fitted log-log slopes "
+                f"of forward+backward time against T and against the hidden size, with {config.confidence:.0%} "
+                "t-intervals (rows: protocol=timing, metric=fwd_bwd_ms, fwd_bwd_ms_hidden)",
+                theory,
+            )
+        )
     for metric in ("fwd_bwd_ms", "fwd_bwd_ms_hidden", "peak_mem_mb"):
         blocks += _loglog(rows, metric, config)
     lat = rows.loc[
@@ -242,7 +254,7 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 png,
             )
         )
-    coll = rows_of(rows, "timing", "collect_steps_per_s")
+    coll = timing.collect_rows(rows)
     if not coll.empty:
         png = plots.bars(
             coll,

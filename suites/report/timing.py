@@ -60,3 +60,38 @@ def vmap_speedup(rows: pd.DataFrame) -> pd.DataFrame:
         ["value_vmap", "value_loop", "speedup"]
     ].median()
     return table.rename(columns={"step": "tasks", "value_vmap": "vmap_ms", "value_loop": "loop_ms"})
+
+
+def collect_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Collection-throughput rows with the task in the task column.
+
+    The timing protocol's cells have task "-" and write ``collect_steps_per_s/<task>``; rows
+    already named ``collect_steps_per_s`` keep their task.
+    """
+    sub = rows.loc[(rows["protocol"] == "timing") & rows["metric"].str.startswith("collect_steps_per_s")].copy()
+    named = sub["metric"].str.contains("/", regex=False)
+    sub.loc[named, "task"] = sub.loc[named, "metric"].str.split("/", n=1).str[1]
+    sub["metric"] = "collect_steps_per_s"
+    return sub
+
+
+def complexity(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per model: the theory of its sequence-mode work beside the fitted slopes against T and width.
+
+    Returns:
+        DataFrame: model, theory, slope_T with low_T / high_T, slope_hidden with low_hidden /
+        high_hidden (``slopes`` over every run's points; a missing sweep leaves NaN).
+    """
+    from suites.protocols.timing import COMPLEXITY
+
+    out = pd.DataFrame({"model": sorted(rows.loc[rows["protocol"] == "timing", "model"].unique())})
+    if out.empty:
+        return out
+    out["theory"] = out["model"].map(lambda m: COMPLEXITY.get(m, ("-", ""))[0])
+    for metric, key in (("fwd_bwd_ms", "T"), ("fwd_bwd_ms_hidden", "hidden")):
+        fit = slopes(rows, metric, confidence)
+        cols = {"slope": f"slope_{key}", "low": f"low_{key}", "high": f"high_{key}"}
+        if fit.empty:
+            fit = pd.DataFrame(columns=["model", *cols])
+        out = out.merge(fit[["model", *cols]].rename(columns=cols), on="model", how="left")
+    return out
