@@ -1,0 +1,285 @@
+"""The ``mpc`` protocol: zoo dynamics models, meta-trained and adapted online, drive an MPC.
+
+For one cell (task, model, arm, seed), top to bottom:
+
+1. collect seeded random-policy episodes on training tasks and normalise with their statistics
+   (as the dynamics protocol does, with its Windows and training functions);
+2. train: the ``maml`` cell meta-trains the model with MetaMAML on recent-past windows (GrBAL's
+   meta-training, Nagabandi, Clavera et al. 2019); the ``oracle`` cell trains one model per
+   held-out task on that task's own data, the same number of gradient steps (the dynamics
+   protocol's joint training on one task);
+3. on held-out dynamics-shift tasks, run episodes of a sampling-based MPC (random shooting or
+   CEM, suites/control) that plans with the model's predicted observations and the task's
+   batched reward, under each arm:
+   - ``unadapted``: the meta-trained weights, never changed;
+   - ``maml``: every ``adapt_every`` steps, ``adapt_steps`` inner SGD steps on the last
+     ``adapt_window`` real transitions, from the meta-trained weights (GrBAL);
+   - ``maml+adapter``: the meta-trained weights updated by the Adapter every ``adapter_every``
+     steps on the last ``adapt_window`` transitions, accumulating over the episode;
+   - ``oracle``: the model trained on the true task, never changed;
+   - ``random``: uniform random actions, the floor.
+   Every arm faces the same initial states (the same reset seeds) and the same planner samples.
+
+Metrics: ``return`` (step 0: the mean over held-out tasks and episodes), ``model_error`` (step =
+time step: the one-step squared error of the arm's model on the real transition, in normalised
+target units, averaged over features, tasks and episodes), ``plan_ms`` (step 0: the median
+planning time per control step), ``params``. The ``random`` arm has no model, so it reports
+``return`` only.
+
+References:
+    Nagabandi, Clavera, Liu, Fearing, Abbeel, Levine, Finn (2019), "Learning to Adapt in Dynamic,
+    Real-World Environments through Meta-Reinforcement Learning", ICLR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from adaptation import AdaptationConfig, Adapter
+from meta import MetaMAML
+from models import SequenceModel, count_params, make_model
+from suites.control import (
+    Episode,
+    ModelController,
+    Planner,
+    PlannerConfig,
+    RandomController,
+    RewardFn,
+    box_bounds,
+    run_episode,
+)
+from suites.control.controllers import Controller
+from suites.data import Normalizer, collect, fit_normalizer
+from suites.protocols.base import Cell, Measurement
+from suites.protocols.dynamics import DynamicsSettings, Windows, _pretrain, _train_maml
+from suites.tasks import TASKS, TaskDistribution, TaskParams, get_task
+
+ARMS = ("unadapted", "maml", "maml+adapter", "oracle", "random")
+MODEL_ARMS = ("unadapted", "maml", "maml+adapter", "oracle")
+"""Arms that plan with a model (and report model_error, plan_ms and params)."""
+
+ControllerFactory = Callable[[TaskParams], Controller]
+"""A new controller for one held-out task."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MPCSettings:
+    """Budgets, planner and adaptation settings of the mpc protocol.
+
+    Attributes:
+        train_tasks: training tasks sampled per cell.
+        episodes_per_task: random-policy episodes collected per training task.
+        support_episodes: of those, episodes that give support windows (the rest give queries).
+        horizon: steps per collected episode.
+        sequence_length: steps per support / query window in meta-training.
+        support_windows: windows per task in a support set.
+        query_windows: windows per task in a query set.
+        meta_iterations: outer steps (and gradient steps of each oracle model).
+        meta_batch: tasks per outer step.
+        inner_steps: inner SGD steps during meta-training.
+        inner_lr: inner SGD learning rate (also of the online MAML adaptation).
+        outer_lr: Adam learning rate of the outer step (and of the oracle's training).
+        first_order: first-order MAML in meta-training.
+        test_tasks: held-out tasks controlled per cell.
+        episodes: MPC episodes per held-out task and arm.
+        episode_steps: control steps per MPC episode.
+        planner: "cem" or "random" (random shooting).
+        plan_horizon: H, steps each candidate sequence looks ahead.
+        candidates: N, candidate sequences per planning round.
+        cem_iterations: CEM rounds per control step.
+        elites: CEM elites per round.
+        adapt_window: M, the recent transitions each online adaptation uses.
+        adapt_every: steps between MAML adaptations (GrBAL adapts every step: 1).
+        adapt_steps: k, inner SGD steps per online MAML adaptation.
+        adapter_every: steps between Adapter updates.
+        adapter_lr: Adapter learning rate.
+        adapter_steps: Adapter optimiser steps per update.
+        oracle_episodes: random-policy episodes of the true task the oracle trains on.
+    """
+
+    train_tasks: int = 16
+    episodes_per_task: int = 4
+    support_episodes: int = 2
+    horizon: int = 100
+    sequence_length: int = 20
+    support_windows: int = 2
+    query_windows: int = 2
+    meta_iterations: int = 50
+    meta_batch: int = 4
+    inner_steps: int = 1
+    inner_lr: float = 0.1
+    outer_lr: float = 3e-3
+    first_order: bool = False
+    test_tasks: int = 2
+    episodes: int = 1
+    episode_steps: int = 100
+    planner: str = "cem"
+    plan_horizon: int = 10
+    candidates: int = 64
+    cem_iterations: int = 2
+    elites: int = 8
+    adapt_window: int = 16
+    adapt_every: int = 5
+    adapt_steps: int = 1
+    adapter_every: int = 5
+    adapter_lr: float = 3e-3
+    adapter_steps: int = 1
+    oracle_episodes: int = 8
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("first_order", "planner") and not value > 0:
+                raise ValueError(f"{f.name}: expected a positive number, got {value!r}")
+        if self.adapt_window > self.episode_steps:
+            raise ValueError(f"adapt_window: expected at most episode_steps {self.episode_steps}, "
+                             f"got {self.adapt_window}")  # fmt: skip
+        if self.oracle_episodes < 2:
+            raise ValueError(f"oracle_episodes: expected at least 2 (support and query), got {self.oracle_episodes}")
+        self.planner_config()  # the planner's own checks, with its field names
+        self.training()
+
+    def planner_config(self) -> PlannerConfig:
+        """The planner these settings describe."""
+        return PlannerConfig(self.planner, self.plan_horizon, self.candidates, self.cem_iterations, self.elites)
+
+    def training(self) -> DynamicsSettings:
+        """The dynamics protocol's settings for the same data collection and (meta-)training."""
+        return DynamicsSettings(
+            train_tasks=self.train_tasks,
+            episodes_per_task=self.episodes_per_task,
+            support_episodes=self.support_episodes,
+            horizon=self.horizon,
+            sequence_length=self.sequence_length,
+            support_windows=self.support_windows,
+            query_windows=self.query_windows,
+            meta_iterations=self.meta_iterations,
+            meta_batch=self.meta_batch,
+            inner_steps=self.inner_steps,
+            inner_lr=self.inner_lr,
+            outer_lr=self.outer_lr,
+            first_order=self.first_order,
+            log_every=self.meta_iterations,
+        )
+
+
+def dynamics_tasks() -> list[str]:
+    """The dynamics-shift task distributions (the mpc protocol's valid tasks)."""
+    return [name for name in TASKS if get_task(name).family == "dynamics"]
+
+
+def run(cell: Cell) -> list[Measurement]:
+    """Run one mpc cell (see the module docstring)."""
+    s: MPCSettings = cell.settings
+    dist = get_task(cell.task)
+    if dist.family != "dynamics":
+        raise ValueError(f"mpc task: expected a dynamics-shift task {dynamics_tasks()}, got {cell.task!r}")
+    ts = s.training()
+    rng = np.random.default_rng(cell.seed)
+
+    # 1. data of the training tasks; their statistics normalise everything, held-out tasks too
+    train_data = collect(dist, dist.sample(s.train_tasks, rng), s.episodes_per_task, s.horizon, seed=cell.seed)
+    normalizer = fit_normalizer(train_data)
+    obs_dim, in_dim = train_data.obs_dim, train_data.inputs.shape[-1]
+    test_params = dist.test_tasks(s.test_tasks)
+
+    def new_model() -> SequenceModel:
+        return make_model(cell.model, in_dim, obs_dim, param_budget=cell.param_budget)
+
+    # 2-3. train, then control
+    if cell.arm == "oracle":
+        models = []
+        for i, task in enumerate(test_params):
+            data = collect(dist, [task], s.oracle_episodes, s.horizon, seed=40_000 + 100 * cell.seed + i)
+            model = new_model()
+            _pretrain(model, Windows.from_data(normalizer.apply(data), ts), ts, rng)
+            models.append(model.eval())
+        episodes = []
+        for task, m in zip(test_params, models, strict=True):
+            episodes += _episodes(dist, [task], s, cell.seed, functools.partial(_controller, m, normalizer, dist, s=s))
+        return _measurements("oracle", episodes, count_params(models[0]))
+
+    if cell.arm != "maml":
+        raise ValueError(f"mpc arm: expected a training arm 'maml' or 'oracle', got {cell.arm!r}")
+    model = new_model()
+    maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
+                    first_order=s.first_order)  # fmt: skip
+    _train_maml(maml, Windows.from_data(normalizer.apply(train_data), ts), ts, rng)
+    model.eval()
+    adapter = Adapter(model, AdaptationConfig(lr=s.adapter_lr, num_steps=s.adapter_steps, grad_clip_norm=1.0))
+    out: list[Measurement] = []
+    for arm in cell.arms:
+        if arm == "random":
+            space = dist.make_raw_env(test_params[0]).action_space
+            eps = _episodes(dist, test_params, s, cell.seed, functools.partial(_random_controller, space, cell.seed))
+            out += _measurements(arm, eps, None)
+            continue
+        with adapter.session():  # the Adapter's updates never outlive its arm
+
+            def make(task: TaskParams, arm: str = arm) -> Controller:
+                return _controller(model, normalizer, dist, task, s,
+                                   maml=maml if arm == "maml" else None,
+                                   adapter=adapter if arm == "maml+adapter" else None)  # fmt: skip
+
+            out += _measurements(arm, _episodes(dist, test_params, s, cell.seed, make), count_params(model))
+    return out
+
+
+def _controller(
+    model: SequenceModel,
+    normalizer: Normalizer,
+    dist: TaskDistribution,
+    task: TaskParams,
+    s: MPCSettings,
+    maml: MetaMAML | None = None,
+    adapter: Adapter | None = None,
+) -> Controller:
+    def reward(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return dist.reward_fn(obs, action, next_obs, task)  # task validated once, by test_tasks
+
+    reward_fn: RewardFn = reward
+    low, high = box_bounds(dist.make_raw_env(task).action_space)
+    # the planner's samples depend on the seed only, so all arms draw the same ones
+    planner = Planner(s.planner_config(), low, high, seed=0)
+    every = s.adapter_every if adapter is not None else s.adapt_every
+    return ModelController(model, normalizer, reward_fn, planner, maml=maml, adapter=adapter, window=s.adapt_window,
+                           every=every, maml_steps=s.adapt_steps)  # fmt: skip
+
+
+def _random_controller(space: gym.spaces.Space, seed: int, task: TaskParams) -> Controller:
+    return RandomController(space, seed)
+
+
+def _episodes(dist: TaskDistribution, tasks: list[TaskParams], s: MPCSettings, seed: int,
+              make_controller: ControllerFactory) -> list[Episode]:  # fmt: skip
+    """``s.episodes`` episodes per task, each from a reset seeded by (seed, task, episode)."""
+    episodes = []
+    for i, task in enumerate(tasks):
+        env = dist.make_raw_env(task)
+        controller = make_controller(task)
+        for j in range(s.episodes):
+            torch.manual_seed(seed)  # any torch randomness of a controller is the same for every arm
+            episodes.append(run_episode(env, controller, s.episode_steps, seed=30_000 + 1_000 * seed + 10 * i + j))
+        env.close()
+    return episodes
+
+
+def _measurements(arm: str, episodes: list[Episode], params: int | None) -> list[Measurement]:
+    out = [Measurement(arm, "return", 0, float(np.mean([e.total_return for e in episodes])))]
+    if params is None:
+        return out
+    longest = max(len(e.model_errors) for e in episodes)
+    for t in range(longest):  # episodes that terminated early leave the mean at their last step
+        errors = [e.model_errors[t] for e in episodes if t < len(e.model_errors)]
+        out.append(Measurement(arm, "model_error", t, float(np.mean(errors))))
+    plan = [p for e in episodes for p in e.plan_s]
+    out.append(Measurement(arm, "plan_ms", 0, 1e3 * statistics.median(plan)))
+    out.append(Measurement(arm, "params", 0, float(params)))
+    return out
