@@ -1,0 +1,77 @@
+"""The hot paths under pytest-benchmark, grouped for ``--benchmark-group-by=group``.
+
+Groups: fwd_bwd (each model's sequence forward+backward, B=8, T=128, 20k parameters), step (one
+inference step at batch 1), maml_vmap (one vmapped meta-update over 8 tasks), collect (seeded
+random-policy collection), runner (``execute_cell`` around a protocol that does nothing), and
+calibration (the normalising operation itself). Commands: tests/benchmarks/conftest.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import MODELS, make_model
+from suites.data import collect
+from suites.protocols import PROTOCOLS, Cell, Measurement, Protocol
+from suites.protocols.timing import TimingSettings, fwd_bwd_fn, maml_update_fn, step_fn
+from suites.runner import execute_cell
+from suites.tasks import get_task
+from tests.benchmarks.normalised import calibration_op
+
+BUDGET, IN, OUT = 20_000, 23, 17
+Normalised = Callable[..., None]
+
+
+@pytest.mark.benchmark(group="fwd_bwd")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fwd_bwd(normalised: Normalised, name: str) -> None:
+    model = make_model(name, IN, OUT, param_budget=BUDGET)
+    normalised(fwd_bwd_fn(model, 8, 128, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.benchmark(group="step")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_step_batch1(normalised: Normalised, name: str) -> None:
+    model = make_model(name, IN, OUT, param_budget=BUDGET)
+    normalised(step_fn(model, 1, 64, torch.Generator().manual_seed(0)), rounds=50)
+
+
+@pytest.mark.benchmark(group="maml_vmap")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_maml_vmap_update(normalised: Normalised, name: str) -> None:
+    model = make_model(name, IN, OUT, param_budget=BUDGET)
+    settings = TimingSettings(maml_windows=2, maml_length=16)
+    normalised(maml_update_fn(model, 8, settings, torch.Generator().manual_seed(0), vectorize=True))
+
+
+@pytest.mark.benchmark(group="collect")
+def test_collect_pendulum(normalised: Normalised) -> None:
+    dist = get_task("pendulum-mass-length")
+    tasks = dist.test_tasks(2)
+    normalised(lambda: collect(dist, tasks, episodes=4, horizon=100, seed=0))
+
+
+def _noop(cell: Cell) -> list[Measurement]:
+    return [Measurement(cell.arm, "params", 0, 0.0)]
+
+
+@pytest.mark.benchmark(group="runner")
+def test_runner_overhead_per_cell(normalised: Normalised, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    noop = Protocol("noop", TimingSettings, ("x",), _noop, lambda: (), needs_tasks=False)
+    monkeypatch.setitem(PROTOCOLS, "noop", noop)
+    cell = Cell("bench", "noop", "-", "mlp", "x", 0, ("x",), BUDGET, TimingSettings())
+
+    def one() -> None:
+        record = execute_cell(cell, str(tmp_path), threads=1)
+        assert record["status"] == "ok", record["error"]
+
+    normalised(one, rounds=20)
+
+
+@pytest.mark.benchmark(group="calibration")
+def test_calibration_op(normalised: Normalised) -> None:
+    normalised(calibration_op(), rounds=20)
