@@ -1,11 +1,18 @@
-"""Seeded rollouts of a behaviour policy, all episodes of one task stepped together.
+"""Seeded rollouts of a behaviour policy over E episodes of each task.
 
-A pool of E bare environments (no gymnasium wrappers) is built once and switched from task to
-task with ``set_task``; at every step the policy sees the (E, obs_dim) batch of observations and
-returns (E, act_dim) actions, then each env steps in a plain loop. Measured on the 2-core
-machine, this loop is faster than ``gymnasium.vector.SyncVectorEnv`` over the same envs (which
-adds its own autoreset and batching work) and than single-env stepping through ``gym.make``'s
-wrappers (see README.md, throughput).
+A pool of E bare environments (no gymnasium wrappers) is built once per call and switched from
+task to task with ``set_task``. Three paths give the same data (tests compare them bit for bit):
+
+- a plugged-in policy: every step it sees the (E, obs_dim) batch of observations and returns
+  (E, act_dim) actions, then each env steps in a plain loop (lockstep); a distribution with a
+  vectorised env (``point-nav-2d``) steps all rows as one numpy computation instead;
+- the default uniform random policy: its actions do not depend on observations, so they are
+  drawn up front and each env runs its whole row alone (open loop), which skips per-step
+  batching and keeps one simulation state in the cache;
+- ``reference=True``: the lockstep loop whatever the policy.
+
+``gymnasium.vector.SyncVectorEnv`` over the same envs was measured slower than these loops on
+every task here (README.md in suites/tasks, throughput).
 
 An episode row lasts exactly ``horizon`` steps: an env that terminates earlier (an ant that
 falls, a point that reaches its goal) is reset on the spot and ``starts`` marks the step where

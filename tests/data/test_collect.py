@@ -102,7 +102,6 @@ def test_same_seed_is_bit_identical_and_seeds_differ(name: str) -> None:
     assert not torch.equal(a.inputs[0, 0], a.inputs[0, 1])
 
 
-@pytest.mark.slow
 def test_mujoco_collection_is_deterministic_and_restores_tasks() -> None:
     dist = get_task("halfcheetah-mass-damping")
     t0, t1 = (
