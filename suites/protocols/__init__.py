@@ -1,6 +1,6 @@
 """Protocols: what one cell measures. ``PROTOCOLS`` maps a suite-file table name to a Protocol."""
 
-from suites.protocols import dynamics, mpc, timing
+from suites.protocols import dynamics, mpc, policy, timing
 from suites.protocols.base import Cell, Measurement, Protocol
 from suites.tasks import TASKS
 
@@ -28,6 +28,13 @@ PROTOCOLS: dict[str, Protocol] = {
         run=mpc.run,
         task_names=mpc.dynamics_tasks,
         training_arm={"unadapted": "maml", "maml+adapter": "maml", "random": "maml"},
+    ),
+    "policy": Protocol(
+        name="policy",
+        settings_class=policy.PolicySettings,
+        arms=("maml", "pretrain"),
+        run=policy.run,
+        task_names=policy.reward_tasks,
     ),
 }
 

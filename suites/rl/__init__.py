@@ -1,0 +1,30 @@
+"""Reinforcement-learning pieces of the ``policy`` protocol (MAML-RL with zoo models as policies).
+
+- ``policy``: Gaussian / categorical heads over a zoo model (``make_policy``);
+- ``envs``: K tasks x N episodes stepped as one batch, one episode per row;
+- ``sampler``: episodes with shared or per-task (fast) weights -> ``Trajectories``;
+- ``returns``: discounted returns-to-go, per-task advantage normalisation;
+- ``baseline``: rllab's linear feature baseline, fitted per task in closed form;
+- ``pg``: the policy-gradient surrogates, the inner adaptation and the MAML-RL meta-loss.
+"""
+
+from suites.rl.envs import GymBatch, make_batch_env
+from suites.rl.pg import PGBatch, adapt, meta_loss, process, surrogate
+from suites.rl.policy import CategoricalPolicy, GaussianPolicy, Policy, make_policy
+from suites.rl.sampler import Trajectories, rollout
+
+__all__ = [
+    "CategoricalPolicy",
+    "GaussianPolicy",
+    "GymBatch",
+    "PGBatch",
+    "Policy",
+    "Trajectories",
+    "adapt",
+    "make_batch_env",
+    "make_policy",
+    "meta_loss",
+    "process",
+    "rollout",
+    "surrogate",
+]
