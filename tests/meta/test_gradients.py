@@ -98,9 +98,7 @@ def test_meta_gradient_matches_higher(name: str, first_order: bool, vectorize: b
     tasks = _sequence_tasks(4, 3, 2)
     lr, steps = 0.1, 3
     expected = _higher_meta_grads(model, tasks, lr, steps, first_order)
-    maml = MetaMAML(
-        model, inner_lr=lr, num_inner_steps=steps, first_order=first_order, vectorize=vectorize
-    )
+    maml = MetaMAML(model, inner_lr=lr, num_inner_steps=steps, first_order=first_order, vectorize=vectorize)
     model.zero_grad(set_to_none=True)
     maml.meta_loss(tasks).backward()
     for (pname, p), want in zip(model.named_parameters(), expected, strict=True):
@@ -109,5 +107,5 @@ def test_meta_gradient_matches_higher(name: str, first_order: bool, vectorize: b
         fo = MetaMAML(model, inner_lr=lr, num_inner_steps=steps, first_order=True)
         model.zero_grad(set_to_none=True)
         fo.meta_loss(tasks).backward()
-        gap = max((p.grad - w).abs().max().item() for p, w in zip(model.parameters(), expected))
+        gap = max((p.grad - w).abs().max().item() for p, w in zip(model.parameters(), expected, strict=True))
         assert gap > 1e-4
