@@ -1,0 +1,64 @@
+"""``ssm-metarl bench``: target lines, the targets at tiny sizes, the sweeps through the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from suites.bench import TargetResult, TargetSettings, run_targets
+from suites.cli import main
+
+
+def test_target_lines_say_value_bound_and_verdict() -> None:
+    fast = TargetResult("speed-up", 6.25, 5.0, True, "x", "a 10 ms, b 62.5 ms")
+    assert fast.line() == "speed-up: 6.25x | target >= 5x | PASS  (a 10 ms, b 62.5 ms)"
+    assert TargetResult("speed-up", 4.99, 5.0, True, "x").status == "FAIL"
+    assert TargetResult("slope", 1.2, 1.15, False).line() == "slope: 1.20 | target <= 1.15 | FAIL"
+    assert TargetResult("slope", 1.15, 1.15, False).status == "PASS"
+    missing = TargetResult("wall", None, 180, False, " s", "needs --suite")
+    assert missing.line() == "wall: - | target <= 180 s | NOT MEASURED  (needs --suite)"
+
+
+def test_targets_at_tiny_sizes_print_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    t = TargetSettings(param_budget=3_000, batch_size=2, seq_length=16, slope_lengths=(8, 16, 32), maml_tasks=2,
+                       collect_tasks=(), warmup=0, repeats=2)  # fmt: skip
+    results = run_targets(t, None, ["mlp"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [r.line() for r in results] == lines
+    assert len(results) == 5  # ssm vs lstm, ssm slope, mlp vmap vs loop, and the two suite targets
+    pattern = re.compile(r".+: (-|[0-9.]+( s|x)?) \| target (>=|<=) [0-9.]+( s|x)? \| (PASS|FAIL|NOT MEASURED)")
+    assert all(pattern.fullmatch(line.split("  (")[0]) for line in lines)
+    assert [r.status for r in results[-2:]] == ["NOT MEASURED", "NOT MEASURED"]
+    assert all(r.value is not None and r.value > 0 for r in results[:3])
+
+
+def test_sweeps_run_a_suites_timing_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        'name = "s"\nmodels = ["mlp", "gru"]\nseeds = [0, 1]\nparam_budget = 2000\n\n'
+        '[dynamics]\ntasks = ["pendulum-mass-length"]\n\n[timing]\n'
+        "seq_lengths = [8, 16]\nbatch_size = 2\nhidden_sizes = [8, 16]\nhidden_seq_length = 8\n"
+        "steps_taken = [0]\nstep_repeats = 1\nmaml_tasks = [1, 2]\nmaml_windows = 1\nmaml_length = 4\n"
+        "maml_repeats = 1\nwarmup = 0\nrepeats = 2\n"
+    )
+    code = main(["bench", "--suite", str(suite), "--out", str(tmp_path / "run"), "--no-report", "--quiet",
+                 "--set", "timing.measure_memory=false"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = pd.read_parquet(tmp_path / "run" / "rows.parquet")
+    assert set(rows["protocol"]) == {"timing"} and set(rows["seed"]) == {0}  # bench: seed 0, timing only
+    assert set(rows["model"]) == {"mlp", "gru"} and "peak_mem_mb" not in set(rows["metric"])
+    assert "O(T d^2)" in out and "vmap speed-up at 2 tasks" in out
+
+
+def test_bench_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nmodels = ["mlp"]\nseeds = [0]\nparam_budget = 2000\n\n'
+                     '[dynamics]\ntasks = ["pendulum-mass-length"]\n')  # fmt: skip
+    assert main(["bench", "--suite", str(suite), "--no-report"]) == 2
+    assert "error: --suite s: expected a [timing] table" in capsys.readouterr().err
+    assert main(["bench", "--targets", "--models", "mlp,nope"]) == 2
+    assert "error: --models: unknown ['nope']" in capsys.readouterr().err
