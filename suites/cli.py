@@ -11,8 +11,10 @@ import datetime as dt
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from suites.bench import BENCH_COMMAND
 
 log = logging.getLogger("ssm_metarl")
 
@@ -130,20 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report directory (default reports/<suite>/)")
     p.set_defaults(func=cmd_report)
 
-    for name, (help_text, add_args, func) in _extra_commands().items():
-        p = sub.add_parser(name, help=help_text, description=func.__doc__)
-        add_args(p)
-        p.set_defaults(func=func)
+    help_text, add_args, func = BENCH_COMMAND
+    p = sub.add_parser("bench", help=help_text, description=func.__doc__)
+    add_args(p)
+    p.set_defaults(func=func)
     return parser
-
-
-def _extra_commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]]:
-    """Commands contributed by other modules (``bench``), present only when they exist."""
-    try:
-        from suites.bench import BENCH_COMMAND
-    except ImportError:
-        return {}
-    return {"bench": BENCH_COMMAND}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
