@@ -27,8 +27,7 @@ def mse(pred: Tensor, target: Tensor) -> Tensor:
     """
     if pred.shape != target.shape:
         raise ValueError(
-            f"mse: target expected shape {tuple(pred.shape)} (the prediction's), "
-            f"got {tuple(target.shape)}"
+            f"mse: target expected shape {tuple(pred.shape)} (the prediction's), got {tuple(target.shape)}"
         )
     return (pred - target).pow(2).mean()
 

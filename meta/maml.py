@@ -113,9 +113,7 @@ class MetaMAML:
         vectorize: bool = True,
     ) -> None:
         if not isinstance(model, SequenceModel):
-            raise ValueError(
-                f"MetaMAML: model expected a SequenceModel, got {type(model).__name__}"
-            )
+            raise ValueError(f"MetaMAML: model expected a SequenceModel, got {type(model).__name__}")
         self.model = model
         self.config = MAMLConfig(
             inner_lr,
@@ -130,8 +128,7 @@ class MetaMAML:
         self.inner_lrs: OrderedDict[str, nn.Parameter] = OrderedDict()
         if meta_sgd:
             self.inner_lrs = OrderedDict(
-                (k, nn.Parameter(torch.full_like(p.detach(), float(inner_lr))))
-                for k, p in self._weights().items()
+                (k, nn.Parameter(torch.full_like(p.detach(), float(inner_lr)))) for k, p in self._weights().items()
             )
         self.optimizer = torch.optim.Adam(self.parameters(), lr=outer_lr)
 
@@ -169,9 +166,7 @@ class MetaMAML:
         if state is None:
             state = self.model.init_state(support_x.shape[0], support_x.device)
         with torch.enable_grad():
-            return self._inner_loop_autograd(
-                self._weights(), self._lrs(), support_x, support_y, state, steps, first
-            )
+            return self._inner_loop_autograd(self._weights(), self._lrs(), support_x, support_y, state, steps, first)
 
     def forward_with_weights(
         self, x: Tensor, weights: Mapping[str, Tensor], state: State = None
@@ -205,12 +200,8 @@ class MetaMAML:
             raise ValueError(f"evaluate: task expected a Task, got {type(task).__name__}")
         self._check_task("task", task)
         wanted = list(range(self.config.num_inner_steps + 1)) if steps is None else list(steps)
-        if not wanted or any(
-            isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in wanted
-        ):
-            raise ValueError(
-                f"evaluate: steps expected a non-empty sequence of ints >= 0, got {steps!r}"
-            )
+        if not wanted or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in wanted):
+            raise ValueError(f"evaluate: steps expected a non-empty sequence of ints >= 0, got {steps!r}")
         weights: Params = OrderedDict((k, v.detach()) for k, v in self._weights().items())
         lrs = self._lrs()
         lrs = {k: v.detach() for k, v in lrs.items()} if isinstance(lrs, Mapping) else lrs
@@ -220,15 +211,11 @@ class MetaMAML:
             if k in wanted:
                 with torch.no_grad():
                     losses[k] = float(
-                        self._query_loss(
-                            weights, task.support_x, task.query_x, task.query_y, s_support, s_query
-                        )
+                        self._query_loss(weights, task.support_x, task.query_x, task.query_y, s_support, s_query)
                     )
             if k < max(wanted):
                 with torch.enable_grad():
-                    weights = self._inner_step_autograd(
-                        weights, lrs, task.support_x, task.support_y, s_support, True
-                    )
+                    weights = self._inner_step_autograd(weights, lrs, task.support_x, task.support_y, s_support, True)
         return [losses[k] for k in wanted]
 
     # ---- meta-batch API -------------------------------------------------------------------
@@ -279,9 +266,7 @@ class MetaMAML:
                 self.config.num_inner_steps,
                 self.config.first_order,
             )
-            loss = self._query_loss(
-                fast, task.support_x, task.query_x, task.query_y, s_support, s_query
-            )
+            loss = self._query_loss(fast, task.support_x, task.query_x, task.query_y, s_support, s_query)
             total = loss if total is None else total + loss
         assert total is not None  # _as_list guarantees at least one task
         return total / len(tasks)
@@ -341,24 +326,15 @@ class MetaMAML:
         First order takes the gradient at a detached copy, so no second derivative is recorded
         and theta' still depends on theta through the identity term.
         """
-        at = (
-            OrderedDict((k, v.detach().requires_grad_()) for k, v in weights.items())
-            if first_order
-            else weights
-        )
+        at = OrderedDict((k, v.detach().requires_grad_()) for k, v in weights.items()) if first_order else weights
         loss = self._support_loss(at, x, y, state)
-        grads = torch.autograd.grad(
-            loss, list(at.values()), create_graph=not first_order, allow_unused=True
-        )
+        grads = torch.autograd.grad(loss, list(at.values()), create_graph=not first_order, allow_unused=True)
         named = OrderedDict(
-            (k, torch.zeros_like(v) if g is None else g)
-            for (k, v), g in zip(at.items(), grads, strict=True)
+            (k, torch.zeros_like(v) if g is None else g) for (k, v), g in zip(at.items(), grads, strict=True)
         )
         return sgd_update(weights, named, lrs)
 
-    def _inner_loop_func(
-        self, weights: Params, lrs: Lrs, x: Tensor, y: Tensor, state: State
-    ) -> Params:
+    def _inner_loop_func(self, weights: Params, lrs: Lrs, x: Tensor, y: Tensor, state: State) -> Params:
         """The inner loop with torch.func.grad (composable with vmap and the outer autograd)."""
         grad_fn = torch.func.grad(lambda w: self._support_loss(w, x, y, state))
         for _ in range(self.config.num_inner_steps):
@@ -372,9 +348,7 @@ class MetaMAML:
 
     # ---- pieces ---------------------------------------------------------------------------
 
-    def _support_loss(
-        self, weights: Mapping[str, Tensor], x: Tensor, y: Tensor, state: State
-    ) -> Tensor:
+    def _support_loss(self, weights: Mapping[str, Tensor], x: Tensor, y: Tensor, state: State) -> Tensor:
         pred, _ = functional_call(self.model, dict(weights), (x, state))
         return self.loss_fn(pred, y)
 
@@ -407,25 +381,15 @@ class MetaMAML:
     # ---- validation -----------------------------------------------------------------------
 
     def _check_x(self, field: str, x: Tensor) -> None:
-        if (
-            not isinstance(x, Tensor)
-            or x.dim() not in (2, 3)
-            or x.shape[-1] != self.model.input_dim
-        ):
+        if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.model.input_dim:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             d = self.model.input_dim
-            raise ValueError(
-                f"{field}: expected shape (B, T, {d}) or (B, {d}) (the model's input_dim {d}), "
-                f"got {got}"
-            )
+            raise ValueError(f"{field}: expected shape (B, T, {d}) or (B, {d}) (the model's input_dim {d}), got {got}")
 
     def _check_task(self, where: str, task: Task) -> None:
         self._check_x(f"{where}.support_x", task.support_x)
         self._check_x(f"{where}.query_x", task.query_x)
-        if (
-            self.config.query_from_support_state
-            and task.query_x.shape[0] != task.support_x.shape[0]
-        ):
+        if self.config.query_from_support_state and task.query_x.shape[0] != task.support_x.shape[0]:
             raise ValueError(
                 f"{where}.query_x: expected batch size {task.support_x.shape[0]} (the support's, "
                 f"as query_from_support_state=True), got {task.query_x.shape[0]}"
@@ -435,9 +399,7 @@ class MetaMAML:
         if isinstance(tasks, TaskBatch):
             tasks = tasks.unstack()
         if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
-            raise ValueError(
-                f"tasks: expected a list of Task or a TaskBatch, got {type(tasks).__name__}"
-            )
+            raise ValueError(f"tasks: expected a list of Task or a TaskBatch, got {type(tasks).__name__}")
         if len(tasks) == 0:
             raise ValueError("tasks: expected at least one Task, got an empty list")
         for i, task in enumerate(tasks):

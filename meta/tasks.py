@@ -21,24 +21,18 @@ def _check_task_tensors(owner: str, tensors: dict[str, Tensor], lead: int) -> No
     for field in _FIELDS:
         value = tensors[field]
         if not isinstance(value, Tensor):
-            raise ValueError(
-                f"{owner}.{field}: expected a torch.Tensor, got {type(value).__name__}"
-            )
+            raise ValueError(f"{owner}.{field}: expected a torch.Tensor, got {type(value).__name__}")
     sx, qx = tensors["support_x"], tensors["query_x"]
     if sx.dim() - lead not in (2, 3):
         raise ValueError(
-            f"{owner}.support_x: expected {lead} leading dim(s) then (B, T, D) or (B, D), "
-            f"got shape {tuple(sx.shape)}"
+            f"{owner}.support_x: expected {lead} leading dim(s) then (B, T, D) or (B, D), got shape {tuple(sx.shape)}"
         )
     if qx.dim() != sx.dim():
         raise ValueError(
-            f"{owner}.query_x: expected {sx.dim()} dims like support_x {tuple(sx.shape)}, "
-            f"got shape {tuple(qx.shape)}"
+            f"{owner}.query_x: expected {sx.dim()} dims like support_x {tuple(sx.shape)}, got shape {tuple(qx.shape)}"
         )
     if qx.shape[-1] != sx.shape[-1]:
-        raise ValueError(
-            f"{owner}.query_x: expected {sx.shape[-1]} features like support_x, got {qx.shape[-1]}"
-        )
+        raise ValueError(f"{owner}.query_x: expected {sx.shape[-1]} features like support_x, got {qx.shape[-1]}")
     for x_name, y_name in (("support_x", "support_y"), ("query_x", "query_y")):
         x, y = tensors[x_name], tensors[y_name]
         if y.dim() != x.dim() or y.shape[:-1] != x.shape[:-1]:
@@ -99,8 +93,7 @@ class TaskBatch:
         for field in _FIELDS[1:]:
             if tensors[field].shape[0] != n:
                 raise ValueError(
-                    f"TaskBatch.{field}: expected {n} tasks (support_x's leading dim), "
-                    f"got {tensors[field].shape[0]}"
+                    f"TaskBatch.{field}: expected {n} tasks (support_x's leading dim), got {tensors[field].shape[0]}"
                 )
 
     def __len__(self) -> int:

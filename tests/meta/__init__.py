@@ -1,0 +1,1 @@
+"""Tests of meta/ (MetaMAML, Task, TaskBatch) and a synthetic task distribution for them."""
