@@ -100,9 +100,25 @@ class DynamicsSettings:
             )
 
 
+def masked_mse(pred: Tensor, target: Tensor) -> Tensor:
+    """MSE over the steps whose mask is 1; ``target`` is [y, mask] along the last dim.
+
+    A window that crosses an episode reset (an early termination, as on ant tasks) masks the
+    steps after the reset, where the model's state would carry over from another episode. With
+    no reset in any window this equals plain MSE.
+    """
+    y, valid = target[..., :-1], target[..., -1]
+    per_step = (pred - y).pow(2).mean(-1)
+    return (per_step * valid).sum() / valid.sum().clamp(min=1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Windows:
-    """Normalised support and query windows, (tasks, windows, L, D) each."""
+    """Normalised support and query windows, (tasks, windows, L, D) each.
+
+    The targets carry a last channel: 1 where the step is in the window's first episode, 0
+    after a reset inside the window (see ``masked_mse``).
+    """
 
     support_x: Tensor
     support_y: Tensor
@@ -111,11 +127,18 @@ class Windows:
 
     @classmethod
     def from_data(cls, data: TaskData, s: DynamicsSettings) -> Windows:
-        xy = torch.cat([data.inputs, data.targets], dim=-1)
+        xy = torch.cat([data.inputs, data.targets, data.starts.unsqueeze(-1).float()], dim=-1)
         support, query = split_episodes(xy, s.support_episodes)
         support, query = to_windows(support, s.sequence_length), to_windows(query, s.sequence_length)
         d = data.inputs.shape[-1]
-        return cls(support[..., :d], support[..., d:], query[..., :d], query[..., d:])
+
+        def with_valid(w: Tensor) -> Tensor:
+            starts = w[..., -1].clone()
+            starts[..., 0] = 0.0  # a window may begin at an episode start
+            valid = (starts.cumsum(-1) == 0).float().unsqueeze(-1)
+            return torch.cat([w[..., d:-1], valid], dim=-1)
+
+        return cls(support[..., :d], with_valid(support), query[..., :d], with_valid(query))
 
     def batch(self, task_idx: np.ndarray, s: DynamicsSettings, rng: np.random.Generator) -> TaskBatch:
         d = self.support_x.shape[-1]
@@ -143,7 +166,7 @@ def run(cell: Cell) -> list[Measurement]:
     model = make_model(cell.model, train_data.inputs.shape[-1], train_data.targets.shape[-1],
                        param_budget=cell.param_budget)  # fmt: skip
     maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
-                    first_order=s.first_order)  # fmt: skip
+                    first_order=s.first_order, loss_fn=masked_mse)  # fmt: skip
     # training rows go under the cell's arm only: arms that reuse its training do not repeat them
     out = [Measurement(cell.arm, "params", 0, float(count_params(model)))]
     start = time.perf_counter()
@@ -191,7 +214,7 @@ def _pretrain(model: SequenceModel, train: Windows, s: DynamicsSettings, rng: np
         x = torch.cat([b.support_x, b.query_x], 1).flatten(0, 1)  # (n * 2K, L, D)
         y = torch.cat([b.support_y, b.query_y], 1).flatten(0, 1)
         pred, _ = model(x, model.init_state(x.shape[0]))
-        loss = torch.nn.functional.mse_loss(pred, y)
+        loss = masked_mse(pred, y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -230,18 +253,18 @@ def _latencies(maml: MetaMAML, test: Windows, s: DynamicsSettings) -> tuple[floa
 
 def _streams(
     dist: TaskDistribution, test_params: list[TaskParams], normalizer: Normalizer, s: DynamicsSettings, seed: int
-) -> list[tuple[Tensor, Tensor]]:
-    """Normalised (x, y) streams of shape (1, stream_horizon, D) whose task switches at switch_at."""
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Normalised (x, y, starts) streams of shape (1, stream_horizon, D) whose task switches at switch_at."""
     streams = []
     for i in range(s.streams):
         a, b = test_params[i % len(test_params)], test_params[(i + 1) % len(test_params)]
         stream = collect_switching_stream(dist, a, b, s.stream_horizon, s.switch_at, seed=seed + i)
         data = normalizer.apply(stream)
-        streams.append((data.inputs[0], data.targets[0]))  # (1, T, D)
+        streams.append((data.inputs[0], data.targets[0], data.starts[0]))  # (1, T, D), (1, T)
     return streams
 
 
-def _online_errors(model: SequenceModel, streams: list[tuple[Tensor, Tensor]], s: DynamicsSettings,
+def _online_errors(model: SequenceModel, streams: list[tuple[Tensor, Tensor, Tensor]], s: DynamicsSettings,
                    with_adapter: bool) -> list[float]:  # fmt: skip
     """Per-step squared error (mean over streams and features) of one-step-ahead predictions.
 
@@ -252,14 +275,15 @@ def _online_errors(model: SequenceModel, streams: list[tuple[Tensor, Tensor]], s
     config = AdaptationConfig(lr=s.adapter_lr, num_steps=s.adapter_steps, grad_clip_norm=1.0)
     adapter = Adapter(model, config, strategy="online" if with_adapter else "none")
     errors = []
-    for x, y in streams:
+    for x, y, starts in streams:
         with adapter.session():
             state = model.init_state(1)
             per_step = []
             for start in range(0, x.shape[1], s.adapter_window):
-                xw, yw = x[:, start : start + s.adapter_window], y[:, start : start + s.adapter_window]
+                window = slice(start, start + s.adapter_window)
+                xw, yw, rw = x[:, window], y[:, window], starts[:, window]
                 with torch.no_grad():
-                    pred, next_state = model(xw, state)
+                    pred, next_state = model(xw, state, reset=rw)
                 per_step.append((pred - yw).pow(2).mean(-1)[0])
                 if with_adapter:
                     adapter.update_step(xw, yw, state)
