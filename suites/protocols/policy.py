@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 
 import numpy as np
 import torch
 
+from meta.functional import Params
 from models import count_params
 from suites.protocols.base import Cell, Measurement
 from suites.rl import Policy, adapt, make_batch_env, make_policy, meta_loss, process, rollout
-from suites.rl.pg import ESTIMATORS, PGBatch
+from suites.rl.pg import ESTIMATORS, PGBatch, post_loss
 from suites.tasks import TASKS, TaskDistribution, TaskParams, get_task
 
 
@@ -144,24 +146,32 @@ def run(cell: Cell) -> list[Measurement]:
 Curve = list[tuple[int, float]]
 
 
-def _sample_stages(
+def _adapt_and_sample(
     policy: Policy, dist: TaskDistribution, tasks: list[TaskParams], steps: int, episodes: int,
-    horizon: int, s: PolicySettings, gen: torch.Generator, seed: int,
-) -> tuple[list[PGBatch], PGBatch, list[float]]:  # fmt: skip
-    """Episodes with theta_0, ..., theta_steps (each theta_{k+1} adapted on stage k).
+    horizon: int, s: PolicySettings, gen: torch.Generator, seed: int, meta_gradient: bool,
+) -> tuple[Params | None, PGBatch, list[float]]:  # fmt: skip
+    """Episodes with theta_0, ..., theta_steps, each theta_{k+1} adapted on theta_k's episodes.
+
+    Args:
+        meta_gradient: keep the fast weights differentiable with respect to theta (second order
+            unless ``s.first_order``); otherwise adapt first order and detach (evaluation).
 
     Returns:
-        (inner stages 0..steps-1, the episodes of theta_steps, the average return per stage).
+        (fast weights theta_steps with a leading task dimension, None when steps = 0; the
+        processed episodes of theta_steps; the average return after 0..steps inner steps).
     """
     env = make_batch_env(dist, tasks, episodes, seed)
     traj = rollout(policy, env, len(tasks), horizon, gen)
-    stages, returns = [], [traj.average_return()]
+    fast: Params | None = None
+    returns = [traj.average_return()]
     for _ in range(steps):
-        stages.append(process(traj, s.gamma))
-        fast = adapt(policy, stages, s.inner_lr, estimator=s.estimator)
+        fast = adapt(policy, [process(traj, s.gamma)], s.inner_lr, weights=fast, per_task=fast is not None,
+                     first_order=s.first_order or not meta_gradient, estimator=s.estimator)  # fmt: skip
+        if not meta_gradient:
+            fast = OrderedDict((k, v.detach()) for k, v in fast.items())
         traj = rollout(policy, env, len(tasks), horizon, gen, weights=fast, per_task=True)
         returns.append(traj.average_return())
-    return stages, process(traj, s.gamma), returns
+    return fast, process(traj, s.gamma), returns
 
 
 def _train_maml(policy: Policy, dist: TaskDistribution, s: PolicySettings, horizon: int,
@@ -171,9 +181,10 @@ def _train_maml(policy: Policy, dist: TaskDistribution, s: PolicySettings, horiz
     for it in range(s.meta_iterations):
         tasks = dist.sample(s.meta_batch, rng)
         seed = int(rng.integers(2**31 - 1))
-        stages, post, returns = _sample_stages(policy, dist, tasks, s.inner_steps, s.episodes_per_task,
-                                               horizon, s, gen, seed)  # fmt: skip
-        loss = meta_loss(policy, stages, post, s.inner_lr, first_order=s.first_order, estimator=s.estimator)
+        fast, post, returns = _adapt_and_sample(policy, dist, tasks, s.inner_steps, s.episodes_per_task,
+                                                horizon, s, gen, seed, meta_gradient=True)  # fmt: skip
+        assert fast is not None  # inner_steps >= 1
+        loss = post_loss(policy, fast, post)  # the meta-loss, through the kept inner steps
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -206,5 +217,6 @@ def evaluate(
     gen: torch.Generator, seed: int,
 ) -> list[float]:  # fmt: skip
     """Average return over ``tasks`` after k = 0..eval_inner_steps inner steps (the policy is unchanged)."""
-    _, _, returns = _sample_stages(policy, dist, tasks, s.eval_inner_steps, s.test_episodes, horizon, s, gen, seed)
+    _, _, returns = _adapt_and_sample(policy, dist, tasks, s.eval_inner_steps, s.test_episodes, horizon, s, gen,
+                                      seed, meta_gradient=False)  # fmt: skip
     return returns

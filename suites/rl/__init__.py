@@ -9,7 +9,7 @@
 """
 
 from suites.rl.envs import GymBatch, make_batch_env
-from suites.rl.pg import PGBatch, adapt, meta_loss, process, surrogate
+from suites.rl.pg import PGBatch, adapt, meta_loss, post_loss, process, surrogate
 from suites.rl.policy import CategoricalPolicy, GaussianPolicy, Policy, make_policy
 from suites.rl.sampler import Trajectories, rollout
 
@@ -24,6 +24,7 @@ __all__ = [
     "make_batch_env",
     "make_policy",
     "meta_loss",
+    "post_loss",
     "process",
     "rollout",
     "surrogate",

@@ -147,16 +147,22 @@ def adapt(
     lr: float,
     *,
     weights: Params | None = None,
+    per_task: bool = False,
     first_order: bool = True,
     estimator: str = "reinforce",
 ) -> Params:
     """Per-task fast weights after one inner step per stage (stage k sampled with theta_k).
 
+    The result stays differentiable with respect to the policy's parameters (second order unless
+    ``first_order``), so a training loop can adapt once, sample with the detached fast weights,
+    and backpropagate ``post_loss`` through the same fast weights.
+
     Args:
         policy: the policy; its parameters are theta_0 unless ``weights`` is given.
         stages: one PGBatch per inner step, all with the same K tasks.
         lr: alpha.
-        weights: theta_0 by name; default the policy's parameters.
+        weights: the weights to start from by name; default the policy's parameters.
+        per_task: ``weights`` has a leading task dimension K (fast weights of an earlier step).
         first_order: no graph through the inner gradients (the default, for sampling and
             evaluation, where no meta-gradient is needed).
         estimator: the inner surrogate (``"reinforce"`` or ``"lvc"``; same first derivative).
@@ -166,10 +172,25 @@ def adapt(
     """
     _check(stages, estimator)
     k, n = stages[0].obs.shape[:2]
+    if per_task and weights is None:
+        raise ValueError("adapt: per_task=True expected per-task weights, got weights=None")
     theta: Params = OrderedDict(policy.named_parameters()) if weights is None else weights
-    per_task = vmap(lambda w, st, s: _adapt_task(policy, w, st, s, lr, first_order, estimator),
-                    in_dims=(None, 0, 0), randomness="different")  # fmt: skip
-    return per_task(theta, [b.as_tuple() for b in stages], _task_states(policy, k, n))
+    batched = vmap(lambda w, st, s: _adapt_task(policy, w, st, s, lr, first_order, estimator),
+                   in_dims=(0 if per_task else None, 0, 0), randomness="different")  # fmt: skip
+    return batched(theta, [b.as_tuple() for b in stages], _task_states(policy, k, n))
+
+
+def post_loss(policy: Policy, fast: Params, post: PGBatch) -> Tensor:
+    """Mean over tasks of the REINFORCE surrogate of ``post`` at per-task weights ``fast``.
+
+    With ``fast`` from ``adapt`` (graph kept), its gradient is the meta-gradient of
+    ``meta_loss`` for the same episodes, without recomputing the inner steps.
+    """
+    k, n = post.obs.shape[:2]
+    losses = vmap(lambda w, d, s: surrogate(policy, w, d, s), in_dims=(0, 0, 0), randomness="different")(
+        fast, post.as_tuple(), _task_states(policy, k, n)
+    )
+    return losses.mean()
 
 
 def meta_loss(

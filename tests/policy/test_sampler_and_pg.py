@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from meta.functional import sgd_update
-from suites.rl import adapt, make_batch_env, make_policy, meta_loss, process, rollout, surrogate
+from suites.rl import adapt, make_batch_env, make_policy, meta_loss, post_loss, process, rollout, surrogate
 from suites.tasks import get_task
 
 DIST = get_task("point-nav-2d")
@@ -108,6 +108,22 @@ def test_vmapped_meta_gradient_equals_the_per_task_create_graph_loop(model, esti
     ref = _loop_meta_grad(policy, [s0, s1], post, 0.2, estimator)
     for a, b in zip(fast, ref, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_stepwise_adapt_then_post_loss_equals_meta_loss(first_order):
+    """The training loop's path (adapt step by step, graph kept, then post_loss) gives meta_loss's gradient."""
+    policy, env = _setup("gru")
+    s0 = _stage(policy, env, 1)
+    fast1 = adapt(policy, [s0], 0.2, first_order=first_order, estimator="lvc")
+    s1 = _stage(policy, env, 2, fast1)
+    fast2 = adapt(policy, [s1], 0.2, weights=fast1, per_task=True, first_order=first_order, estimator="lvc")
+    post = _stage(policy, env, 3, fast2)
+    stepwise = torch.autograd.grad(post_loss(policy, fast2, post), list(policy.parameters()))
+    loss = meta_loss(policy, [s0, s1], post, 0.2, first_order=first_order, estimator="lvc")
+    reference = torch.autograd.grad(loss, list(policy.parameters()))
+    for a, b in zip(stepwise, reference, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_second_order_terms_change_the_meta_gradient():
