@@ -28,7 +28,7 @@ def test_adapted_model_beats_the_unadapted_one_on_a_heavy_pendulum() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     masses, lengths = rng.uniform(0.5, 1.0, 16), rng.uniform(0.8, 1.2, 16)
-    train = [PENDULUM.params(mass=float(m), length=float(l)) for m, l in zip(masses, lengths, strict=True)]
+    train = [PENDULUM.params(mass=float(m), length=float(n)) for m, n in zip(masses, lengths, strict=True)]
     data = collect(PENDULUM, train, 4, 100, seed=0)
     normalizer = fit_normalizer(data)
     settings = MPCSettings()  # the defaults: 300 meta-iterations of 8 tasks, inner lr 0.03
