@@ -57,6 +57,10 @@ class TargetSettings:
         slope_lengths: T values of the ssm slope fit.
         max_slope: the largest acceptable log-log slope of ssm time against T.
         maml_tasks: tasks per meta-batch of the vmap-vs-loop comparison.
+        maml_param_budget: model size of that comparison (the quick suite's 20k: vmap pays off
+            where per-op overhead dominates, and less as the work per task grows).
+        maml_windows: support (and query) windows per task (the quick suite's support_windows).
+        maml_length: steps per window (the quick suite's sequence_length).
         maml_min_speedup: vmap must be at least this many times faster than the loop.
         collect_tasks: tasks whose collection throughput is compared with raw stepping.
         collect_min_ratio: collect steps/s over raw steps/s must be at least this (within 15%).
@@ -76,6 +80,9 @@ class TargetSettings:
     slope_lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     max_slope: float = 1.15
     maml_tasks: int = 16
+    maml_param_budget: int = 20_000
+    maml_windows: int = 4
+    maml_length: int = 25
     maml_min_speedup: float = 3.0
     collect_tasks: tuple[str, ...] = ("pendulum-mass-length", "halfcheetah-mass-damping", "ant-crippled-leg")
     collect_min_ratio: float = 0.85
@@ -158,12 +165,13 @@ def ssm_slope(t: TargetSettings) -> TargetResult:
 def maml_vmap_vs_loop(t: TargetSettings, model_name: str) -> TargetResult:
     """Per-task-loop time / vmap time of one MAML meta-update at ``maml_tasks`` tasks."""
     gen = torch.Generator().manual_seed(0)
-    s = TimingSettings(device=t.device)
-    model = make_model(model_name, t.input_dim, t.output_dim, param_budget=t.param_budget, device=t.device)
+    s = TimingSettings(maml_windows=t.maml_windows, maml_length=t.maml_length, device=t.device)
+    model = make_model(model_name, t.input_dim, t.output_dim, param_budget=t.maml_param_budget, device=t.device)
     fns = {p: maml_update_fn(model, t.maml_tasks, s, gen, vectorize=p == "vmap") for p in ("vmap", "loop")}
     got = time_interleaved(fns, warmup=t.warmup, repeats=t.repeats, device=t.device)
     return TargetResult(
-        f"MAML meta-update vmap speed-up over the loop, {model_name} ({t.maml_tasks} tasks)",
+        f"MAML meta-update vmap speed-up over the loop, {model_name} ({t.maml_tasks} tasks, "
+        f"{t.maml_param_budget} params)",
         got["loop"].median / got["vmap"].median, t.maml_min_speedup, True, "x",
         f"vmap {got['vmap'].ms():.1f} ms, loop {got['loop'].ms():.1f} ms; {s.maml_windows} windows x "
         f"{s.maml_length} steps per support and query, {s.maml_inner_steps} inner step, second order",

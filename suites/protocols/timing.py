@@ -22,10 +22,11 @@ One cell per model (task "-", arm "timing"); top to bottom:
    since a timing cell's task column is "-"); the model plays no part, so every model's cell is
    one more repeat.
 
-Every time is the median of ``repeats`` timed calls after ``warmup`` untimed ones
-(``suites.timing_utils``: the clock, CUDA synchronisation and what peak memory counts are
-stated there); ``torch_threads`` records the threads the cell ran with. Inputs are seeded
-Gaussian noise of the shapes the dynamics protocol uses: the cost does not depend on the values.
+Every time is the median of ``repeats`` timed calls after ``warmup`` untimed ones, written with
+its interquartile range as ``<metric>_iqr`` (same step: the spread). ``suites.timing_utils``
+states the clock, the CUDA synchronisation and what peak memory counts; ``torch_threads``
+records the threads the cell ran with. Inputs are seeded Gaussian noise of the shapes the
+dynamics protocol uses: the cost does not depend on the values.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from meta import MetaMAML, TaskBatch
 from models import SequenceModel, count_params, make_model
 from suites.data.throughput import measure as measure_throughput
 from suites.protocols.base import Cell, Measurement
-from suites.timing_utils import CLOCKS, loglog_slope, peak_memory_mb, time_call, time_interleaved
+from suites.timing_utils import CLOCKS, TimingStats, loglog_slope, peak_memory_mb, time_call, time_interleaved
 
 COMPLEXITY: dict[str, tuple[str, str]] = {
     "ssm": ("O(T d N + T d^2)", "diagonal scan O(T d N) work (state size N per channel) plus per-step projections"),
@@ -160,7 +161,7 @@ def run(cell: Cell) -> list[Measurement]:
     for T in s.seq_lengths:
         fn = fwd_bwd_fn(model, s.batch_size, T, gen, s.device)
         stats = time_call(fn, warmup=s.warmup, repeats=s.repeats, device=s.device, clock=s.clock)
-        out.append(Measurement(arm, "fwd_bwd_ms", T, stats.ms()))
+        out += _timed(arm, "fwd_bwd_ms", T, stats)
         xs += [T] * len(stats.times)
         ys += list(stats.times)
         if s.measure_memory:
@@ -173,7 +174,7 @@ def run(cell: Cell) -> list[Measurement]:
         sized = make_model(cell.model, s.input_dim, s.output_dim, hidden_dim=width, device=s.device)
         fn = fwd_bwd_fn(sized, s.batch_size, s.hidden_seq_length, gen, s.device)
         stats = time_call(fn, warmup=s.warmup, repeats=s.repeats, device=s.device, clock=s.clock)
-        out.append(Measurement(arm, "fwd_bwd_ms_hidden", width, stats.ms()))
+        out += _timed(arm, "fwd_bwd_ms_hidden", width, stats)
         xs += [width] * len(stats.times)
         ys += list(stats.times)
     out += _slope_rows(arm, "slope_hidden", xs, ys, s.confidence)
@@ -183,7 +184,7 @@ def run(cell: Cell) -> list[Measurement]:
         for taken in s.steps_taken:
             fn = step_fn(model, batch, taken, gen, s.device)
             stats = time_call(fn, warmup=s.warmup, repeats=s.step_repeats, device=s.device, clock=s.clock)
-            out.append(Measurement(arm, f"step_latency_ms_b{batch}", taken, stats.ms()))
+            out += _timed(arm, f"step_latency_ms_b{batch}", taken, stats)
 
     # 4. MAML meta-update against the number of tasks, vmap and loop side by side
     for n in s.maml_tasks:
@@ -192,7 +193,8 @@ def run(cell: Cell) -> list[Measurement]:
             for path in ("vmap", "loop")
         }
         both = time_interleaved(fns, warmup=s.warmup, repeats=s.maml_repeats, device=s.device, clock=s.clock)
-        out += [Measurement(arm, f"maml_update_ms_{path}", n, st.ms()) for path, st in both.items()]
+        for path, st in both.items():
+            out += _timed(arm, f"maml_update_ms_{path}", n, st)
 
     # 5. data collection against raw gymnasium stepping
     for task in s.collect_tasks:
@@ -203,6 +205,11 @@ def run(cell: Cell) -> list[Measurement]:
             Measurement(arm, f"collect_over_raw/{task}", 0, t.ratio),
         ]
     return out
+
+
+def _timed(arm: str, metric: str, step: int, stats: TimingStats) -> list[Measurement]:
+    """The median (``metric``) and the interquartile range (``metric_iqr``) in ms."""
+    return [Measurement(arm, metric, step, stats.ms()), Measurement(arm, f"{metric}_iqr", step, 1e3 * stats.iqr)]
 
 
 def _slope_rows(arm: str, name: str, xs: list[int], ys: list[float], confidence: float) -> list[Measurement]:

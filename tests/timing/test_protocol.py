@@ -54,11 +54,14 @@ def test_one_cell_writes_every_metric_at_its_steps(model: str) -> None:
     assert steps["maml_update_ms_vmap"] == [1, 2] and steps["maml_update_ms_loop"] == [1, 2]
     for name in ("slope_T", "slope_T_lo", "slope_T_hi", "slope_hidden", "slope_hidden_lo", "slope_hidden_hi"):
         assert steps[name] == [0]
+    for name in ("fwd_bwd_ms", "fwd_bwd_ms_hidden", "step_latency_ms_b1", "maml_update_ms_loop"):
+        assert steps[f"{name}_iqr"] == steps[name]  # the spread beside every median
     value = rows.set_index("metric")["value"]
     assert value["slope_T_lo"] <= value["slope_T"] <= value["slope_T_hi"]
     assert abs(value["params"] - 5_000) <= 500 and value["torch_threads"] == 1
     assert (rows["arm"] == "timing").all()
-    assert (rows.loc[~rows.metric.str.startswith("slope_"), "value"] > 0).all()
+    medians = rows.loc[~rows.metric.str.startswith("slope_") & ~rows.metric.str.endswith("_iqr"), "value"]
+    assert (medians > 0).all() and (rows.loc[rows.metric.str.endswith("_iqr"), "value"] >= 0).all()
     mem = rows.loc[rows.metric == "peak_mem_mb"].sort_values("step")["value"].to_numpy()
     assert mem[1] > 2 * mem[0]  # activations for backward grow with T
 
