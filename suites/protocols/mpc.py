@@ -58,7 +58,7 @@ from suites.control import (
 from suites.control.controllers import Controller
 from suites.data import Normalizer, collect, fit_normalizer
 from suites.protocols.base import Cell, Measurement
-from suites.protocols.dynamics import DynamicsSettings, Windows, _pretrain, _train_maml
+from suites.protocols.dynamics import DynamicsSettings, Windows, _pretrain, _train_maml, masked_mse
 from suites.tasks import TASKS, TaskDistribution, TaskParams, get_task
 
 ARMS = ("unadapted", "maml", "maml+adapter", "oracle", "random")
@@ -213,8 +213,10 @@ def run(cell: Cell) -> list[Measurement]:
         raise ValueError(f"mpc arm: expected a training arm 'maml' or 'oracle', got {cell.arm!r}")
     model = new_model()
     maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
-                    first_order=s.first_order)  # fmt: skip
+                    first_order=s.first_order, loss_fn=masked_mse)  # fmt: skip
     _train_maml(maml, Windows.from_data(normalizer.apply(train_data), ts), ts, rng)
+    # online adaptation fits plain windows of one episode (no reset mask): the same weights and inner lr, plain MSE
+    maml = MetaMAML(model, inner_lr=s.inner_lr)
     model.eval()
     adapter = Adapter(model, AdaptationConfig(lr=s.adapter_lr, num_steps=s.adapter_steps, grad_clip_norm=1.0))
     out: list[Measurement] = []
