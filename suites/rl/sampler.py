@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 
-from suites.rl.policy import Policy
+from suites.rl.policy import CategoricalPolicy, Policy
 from suites.tasks.base import VectorTaskEnv
 
 
@@ -93,7 +93,7 @@ def rollout(
         state = _expand(policy.init_state(n), num_tasks)
     else:
         state = policy.init_state(rows)
-    discrete = not hasattr(policy, "act_dim")
+    discrete = isinstance(policy, CategoricalPolicy)
     obs_np = env.reset()
     obs_rows, act_rows, rew_rows, mask_rows = [], [], [], []
     running = np.ones(rows, dtype=bool)

@@ -5,6 +5,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 
 from meta.functional import sgd_update
 from suites.rl import adapt, make_batch_env, make_policy, meta_loss, post_loss, process, rollout, surrogate
@@ -161,3 +162,44 @@ def test_gym_batch_steps_mujoco_envs_as_one_batch():
     for k, task in enumerate(tasks):
         expected = dist.reward(obs[k], acts[k], nxt[k], task)
         np.testing.assert_allclose(traj.rewards[k, :, :-1].numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+class _Chain:
+    """A discrete test env: move left (0) or right (1) by 0.1; the reward is the position."""
+
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, rows: int) -> None:
+        self.num_envs = rows
+        self.pos = np.zeros((rows, 1))
+
+    def reset(self) -> np.ndarray:
+        self.pos[:] = 0.0
+        return self.pos.astype(np.float32)
+
+    def reset_rows(self, mask: np.ndarray) -> np.ndarray:
+        self.pos[mask] = 0.0
+        return self.pos.astype(np.float32)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert actions.dtype == np.int64 and set(np.unique(actions)) <= {0, 1}
+        self.pos[:, 0] += np.where(actions == 1, 0.1, -0.1)
+        return self.pos.astype(np.float32), self.pos[:, 0].copy(), np.zeros(self.num_envs, dtype=bool)
+
+
+@pytest.mark.parametrize("model", ["mlp", "lstm"])
+def test_categorical_policy_adapts_towards_the_better_action(model):
+    torch.manual_seed(0)
+    policy = make_policy(model, 1, _Chain.action_space, hidden_dim=8)
+    traj = rollout(policy, _Chain(2 * 16), 2, 6, torch.Generator().manual_seed(0))
+    assert traj.actions.dtype == torch.int64 and traj.actions.shape == (2, 16, 6)
+    fast = adapt(policy, [process(traj, 0.99)], lr=1.0)
+    start = torch.zeros(1, 1)
+
+    def p_right(weights):
+        out, _ = torch.func.functional_call(policy, weights, (start, policy.init_state(1)))
+        return float(torch.softmax(out.detach(), -1)[0, 1])
+
+    before = p_right(dict(policy.named_parameters()))
+    for k in range(2):
+        assert p_right({n: w[k] for n, w in fast.items()}) > before + 0.02
