@@ -10,12 +10,8 @@ from models import MODELS, make_model
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize(
-    ("first_order", "query_from_support_state"), [(False, False), (False, True), (True, True)]
-)
-def test_vmap_meta_gradient_equals_loop(
-    name: str, first_order: bool, query_from_support_state: bool
-) -> None:
+@pytest.mark.parametrize(("first_order", "query_from_support_state"), [(False, False), (False, True), (True, True)])
+def test_vmap_meta_gradient_equals_loop(name: str, first_order: bool, query_from_support_state: bool) -> None:
     """Sequence data with state; second order 2 inner steps; Meta-SGD lrs included."""
     model = make_model(name, 3, 2, hidden_dim=16)
     tasks = TaskBatch(
