@@ -292,6 +292,7 @@ class MetaMAML:
             fast = self._inner_loop_func(weights, lrs, sx, sy, s_sup)
             return self._query_loss(fast, sx, qx, qy, s_sup, s_qry)
 
+        # randomness="different": each task draws its own dropout masks, as separate calls would.
         per_task = vmap(task_loss, in_dims=(None, None, 0, 0, 0, 0, 0, 0), randomness="different")(
             self._weights(),
             self._lrs(),
