@@ -103,3 +103,17 @@ def test_bad_settings_name_the_field(kwargs: dict, message: str | None) -> None:
         return
     with pytest.raises(ValueError, match=message):
         MPCSettings(**kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["halfcheetah-mass-damping", "halfcheetah-crippled-joint", "ant-crippled-leg"])
+def test_mujoco_dynamics_tasks_run_every_arm(task: str) -> None:
+    """The MuJoCo tasks' torch rewards, 6- and 8-D action boxes and (ant) early termination."""
+    rows = run(cell("gru", "maml", ("unadapted", "maml", "maml+adapter", "random"), task=task))
+    rows += run(cell("gru", "oracle", ("oracle",), task=task))
+    arms = {r.arm for r in rows if r.metric == "return"}
+    assert arms == {"unadapted", "maml", "maml+adapter", "oracle", "random"}
+    assert all(math.isfinite(r.value) for r in rows)
+    for arm in ("unadapted", "maml", "maml+adapter", "oracle"):
+        steps = [r.step for r in rows if r.arm == arm and r.metric == "model_error"]
+        assert steps == list(range(len(steps))) and 1 <= len(steps) <= STEPS
