@@ -1,5 +1,6 @@
 """The policy protocol: settings checks, registration, and a tiny run for every zoo model."""
 
+import dataclasses
 import math
 
 import pytest
@@ -83,4 +84,15 @@ def test_registered_with_the_reward_tasks_and_in_the_suites():
 def test_tiny_run_on_mujoco_tasks(task):
     rows = run(_cell("gru", "maml", task=task))
     assert {m.metric for m in rows} == {"params", "time_meta_train_s", "meta_train_return", "return"}
+    assert all(math.isfinite(m.value) for m in rows)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"first_order": True}, {"estimator": "reinforce"}, {"inner_steps": 2}, {"eval_inner_steps": 0}]
+)
+def test_training_variants_run(changes):
+    settings = dataclasses.replace(TINY, **changes)
+    rows = run(_cell("gru", "maml", settings=settings))
+    steps = sorted(m.step for m in rows if m.metric == "return")
+    assert steps == list(range(settings.eval_inner_steps + 1))
     assert all(math.isfinite(m.value) for m in rows)
