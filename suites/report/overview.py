@@ -69,13 +69,17 @@ def tasks(run: Run) -> Section:
 def models(run: Run, config: ReportConfig) -> Section:
     """Per model: parameter count and cell outcomes, with a bar figure of the counts."""
     cells = run.cells
-    params = cells.loc[cells["status"] == "ok"].groupby("model")["params"].median()
+    # input and output sizes differ between protocols and tasks, so a model's count varies a little
+    ok_params = cells.loc[cells["status"] == "ok"].groupby("model")["params"]
+    params, low, high = ok_params.median(), ok_params.min(), ok_params.max()
     from_rows = run.rows.loc[run.rows["metric"] == "params"].groupby("model")["value"].median()
     names = sorted(set(cells["model"]) | set(run.rows["model"]))
     frame = pd.DataFrame(
         {
             "model": names,
             "params": [params.get(m, from_rows.get(m, float("nan"))) for m in names],
+            "params min": [low.get(m, float("nan")) for m in names],
+            "params max": [high.get(m, float("nan")) for m in names],
             "cells ok": [
                 int(((cells["model"] == m) & (cells["status"] == "ok")).sum()) for m in names
             ],
@@ -85,12 +89,14 @@ def models(run: Run, config: ReportConfig) -> Section:
             "rows": [int((run.rows["model"] == m).sum()) for m in names],
         }
     )
-    frame["params"] = frame["params"].astype("Int64")
+    for column in ("params", "params min", "params max"):
+        frame[column] = frame[column].astype(float).round().astype("Int64")
     blocks: list[Table | Figure] = [
         Table(
             "models",
             "zoo models in this run: parameter count "
-            "(median of cells.params over ok cells), cells by "
+            "(median, min and max of cells.params over ok cells: input and output sizes differ "
+            "between tasks), cells by "
             "status, result rows",
             frame,
         )

@@ -249,3 +249,16 @@ def test_bad_settings_name_the_field(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path / "run", seeds=2)
     with pytest.raises(ValueError, match=r"baseline: expected one of the run's models .* 'gru'"):
         build_report(run, tmp_path / "out", ReportConfig(reps=10, baseline="gru"))
+
+
+def test_models_whose_counts_differ_between_protocols(tmp_path: Path) -> None:
+    """Input sizes differ between tasks, so one model's cells can hold two parameter counts."""
+    run = make_run_dir(tmp_path / "run", seeds=2)
+    cells = pd.read_parquet(run / "cells.parquet")
+    mlp = cells.index[(cells["model"] == "mlp") & (cells["status"] == "ok")]
+    cells.loc[mlp, "params"] = [19_876 if i % 2 else 20_005 for i in range(len(mlp))]
+    cells.to_parquet(run / "cells.parquet")
+    out = build_report(run, tmp_path / "out", FAST)
+    table = pd.read_csv(out / "tables" / "models.csv").set_index("model")
+    assert (table.loc["mlp", "params min"], table.loc["mlp", "params max"]) == (19_876, 20_005)
+    assert table.loc["mlp", "params"] in (19_940, 19_941)

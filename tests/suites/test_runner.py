@@ -124,3 +124,32 @@ def test_dask_backend_with_real_scheduler_and_two_workers(tiny_run, tmp_path: Pa
     dask_rows = pd.read_parquet(tmp_path / "run" / "rows.parquet")
     pd.testing.assert_frame_equal(_comparable(dask_rows), _comparable(rows))
     assert cell_record_path(tmp_path / "run", "dynamics__pendulum-mass-length__mlp__maml__s0").is_file()
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_then_resume_equals_uninterrupted(tiny_run, tmp_path: Path) -> None:
+    """A real crash: SIGKILL the CLI mid-run, rerun with the same --out, compare the tables."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, rows, _ = tiny_run
+    suite = write_tiny_suite(tmp_path)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "suites", "run", str(suite), "--out", str(run_dir), "--jobs", "1",
+           "--quiet", "--no-report"]  # fmt: skip
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list((run_dir / "cells").glob("*.json"))) < 3:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no cell finished in 300 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "rows.parquet").exists()
+    done = len(list((run_dir / "cells").glob("*.json")))
+    assert 3 <= done < 8
+    subprocess.run(cmd, check=True)
+    pd.testing.assert_frame_equal(_comparable(pd.read_parquet(run_dir / "rows.parquet")), _comparable(rows))
