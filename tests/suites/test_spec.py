@@ -98,6 +98,7 @@ def test_top_level_errors(change, message) -> None:
         ("meta_itterations", 3,
          r"dynamics: unknown field\(s\) \['meta_itterations'\]; valid fields are \[.*'meta_iterations'"),
         ("switch_at", 500, r"switch_at: expected less than stream_horizon"),
+        ("adapter_optimizer", "rmsprop", r"adapter_optimizer: expected 'sgd' or 'adam', got 'rmsprop'"),
     ],
 )
 def test_protocol_errors(key, value, message) -> None:
