@@ -2,7 +2,7 @@
 
 from suites.protocols import dynamics, mpc, policy, timing
 from suites.protocols.base import Cell, Measurement, Protocol
-from suites.tasks import TASKS
+from suites.tasks import TASKS, tasks_of_family
 
 PROTOCOLS: dict[str, Protocol] = {
     "dynamics": Protocol(
@@ -26,7 +26,7 @@ PROTOCOLS: dict[str, Protocol] = {
         settings_class=mpc.MPCSettings,
         arms=mpc.ARMS,
         run=mpc.run,
-        task_names=mpc.dynamics_tasks,
+        task_names=lambda: tasks_of_family("dynamics"),
         training_arm={"unadapted": "maml", "maml+adapter": "maml", "random": "maml"},
     ),
     "policy": Protocol(
@@ -34,7 +34,7 @@ PROTOCOLS: dict[str, Protocol] = {
         settings_class=policy.PolicySettings,
         arms=("maml", "pretrain"),
         run=policy.run,
-        task_names=policy.reward_tasks,
+        task_names=lambda: tasks_of_family("reward"),
     ),
 }
 

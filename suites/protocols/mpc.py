@@ -61,7 +61,7 @@ from suites.control.controllers import Controller
 from suites.data import Normalizer, collect, fit_normalizer
 from suites.protocols.base import Cell, Measurement
 from suites.protocols.dynamics import DynamicsSettings, Windows, _pretrain, _train_maml, masked_mse
-from suites.tasks import TASKS, TaskDistribution, TaskParams, get_task
+from suites.tasks import TaskDistribution, TaskParams, get_task, tasks_of_family
 
 ARMS = ("unadapted", "maml", "maml+adapter", "oracle", "random")
 """Valid arms; all but ``random`` plan with a model and report model_error, plan_ms and params."""
@@ -174,17 +174,12 @@ class MPCSettings:
         )
 
 
-def dynamics_tasks() -> list[str]:
-    """The dynamics-shift task distributions (the mpc protocol's valid tasks)."""
-    return [name for name in TASKS if get_task(name).family == "dynamics"]
-
-
 def run(cell: Cell) -> list[Measurement]:
     """Run one mpc cell (see the module docstring)."""
     s: MPCSettings = cell.settings
     dist = get_task(cell.task)
     if dist.family != "dynamics":
-        raise ValueError(f"mpc task: expected a dynamics-shift task {dynamics_tasks()}, got {cell.task!r}")
+        raise ValueError(f"mpc task: expected a dynamics-shift task {tasks_of_family('dynamics')}, got {cell.task!r}")
     ts = s.training()
     rng = np.random.default_rng(cell.seed)
 

@@ -51,7 +51,7 @@ from models import count_params
 from suites.protocols.base import Cell, Measurement
 from suites.rl import Policy, adapt, make_batch_env, make_policy, meta_loss, process, rollout
 from suites.rl.pg import ESTIMATORS, PGBatch, post_loss
-from suites.tasks import TASKS, TaskDistribution, TaskParams, get_task
+from suites.tasks import TaskDistribution, TaskParams, get_task, tasks_of_family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,17 +115,12 @@ class PolicySettings:
             raise ValueError(f"estimator: expected one of {list(ESTIMATORS)}, got {self.estimator!r}")
 
 
-def reward_tasks() -> list[str]:
-    """The task distributions whose tasks differ in the reward (the ones this protocol accepts)."""
-    return [name for name in TASKS if get_task(name).family == "reward"]
-
-
 def run(cell: Cell) -> list[Measurement]:
     """Run one policy cell (see the module docstring)."""
     s: PolicySettings = cell.settings
     dist = get_task(cell.task)
     if dist.family != "reward":
-        raise ValueError(f"task: expected a reward-defined task {reward_tasks()}, got {cell.task!r}")
+        raise ValueError(f"task: expected a reward-defined task {tasks_of_family('reward')}, got {cell.task!r}")
     rng = np.random.default_rng(cell.seed)
     gen = torch.Generator().manual_seed(cell.seed)
     horizon = s.horizon or dist.horizon

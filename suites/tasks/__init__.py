@@ -13,7 +13,7 @@ tasks, ranges and sources.
 
 from suites.tasks.base import TaskDistribution
 from suites.tasks.point_nav import PointNavVec
-from suites.tasks.registration import DISTRIBUTIONS, get_task, register_envs
+from suites.tasks.registration import DISTRIBUTIONS, get_task, register_envs, tasks_of_family
 from suites.tasks.spaces import TaskParams
 
 TASKS: tuple[str, ...] = tuple(DISTRIBUTIONS)
@@ -21,4 +21,4 @@ TASKS: tuple[str, ...] = tuple(DISTRIBUTIONS)
 
 register_envs()
 
-__all__ = ["TASKS", "PointNavVec", "TaskDistribution", "TaskParams", "get_task"]
+__all__ = ["TASKS", "PointNavVec", "TaskDistribution", "TaskParams", "get_task", "tasks_of_family"]

@@ -30,6 +30,13 @@ def register_envs() -> None:
             gym.register(id=dist.env_id, entry_point=entry, max_episode_steps=dist.horizon)
 
 
+def tasks_of_family(family: str) -> list[str]:
+    """Names of the distributions of one family, "dynamics" or "reward", in registry order."""
+    if family not in ("dynamics", "reward"):
+        raise ValueError(f"family: expected 'dynamics' or 'reward', got {family!r}")
+    return [name for name, dist in DISTRIBUTIONS.items() if dist.family == family]
+
+
 def get_task(name: str) -> TaskDistribution:
     """The distribution registered as ``name``; ValueError listing the valid names otherwise."""
     if name not in DISTRIBUTIONS:

@@ -9,8 +9,9 @@ import torch
 from models import MODELS
 from suites.protocols import PROTOCOLS
 from suites.protocols.base import Cell
-from suites.protocols.policy import PolicySettings, reward_tasks, run
+from suites.protocols.policy import PolicySettings, run
 from suites.spec import load_suite
+from suites.tasks import tasks_of_family
 
 TINY = PolicySettings(
     meta_iterations=2, meta_batch=2, episodes_per_task=2, horizon=4, test_tasks=2, test_episodes=2,
@@ -70,8 +71,9 @@ def test_settings_errors_name_the_field(field, value):
 def test_registered_with_the_reward_tasks_and_in_the_suites():
     protocol = PROTOCOLS["policy"]
     assert protocol.arms == ("maml", "pretrain")
-    assert protocol.valid_tasks() == sorted(reward_tasks())
-    assert set(reward_tasks()) == {"point-nav-2d", "halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ant-goal"}
+    assert protocol.valid_tasks() == sorted(tasks_of_family("reward"))
+    expected = {"point-nav-2d", "halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ant-goal"}
+    assert set(tasks_of_family("reward")) == expected
     quick = {p.protocol: p for p in load_suite("quick").protocols}["policy"]
     assert quick.tasks == ("point-nav-2d",)
     for suite in ("mujoco", "full"):
