@@ -1,14 +1,16 @@
 """Seeded rollouts of a behaviour policy over E episodes of each task.
 
 A pool of E bare environments (no gymnasium wrappers) is built once per call and switched from
-task to task with ``set_task``. Three paths give the same data (tests compare them bit for bit):
+task to task with ``set_task``. Every path gives the same data (tests compare them bit for bit):
 
 - a plugged-in policy: every step it sees the (E, obs_dim) batch of observations and returns
   (E, act_dim) actions, then each env steps in a plain loop (lockstep); a distribution with a
   vectorised env (``point-nav-2d``) steps all rows as one numpy computation instead;
 - the default uniform random policy: its actions do not depend on observations, so they are
   drawn up front and each env runs its whole row alone (open loop), which skips per-step
-  batching and keeps one simulation state in the cache;
+  batching and keeps one simulation state in the cache; a distribution with a vectorised env
+  steps all K tasks' E rows as one batch of K * E rows instead (``point-nav-2d``, whose step is
+  so cheap that per-env Python overhead would dominate);
 - ``reference=True``: the lockstep loop whatever the policy.
 
 ``gymnasium.vector.SyncVectorEnv`` over the same envs was measured slower than these loops on
@@ -239,8 +241,9 @@ def collect(
         seed: seeds every reset and every random action; task k uses SeedSequence([seed, k]).
         policy: behaviour policy on an (E, obs_dim) float32 batch; uniform random if None.
         reference: step the envs in lockstep through the policy interface, the plain path.
-            Otherwise the random policy runs each env's row alone, and a plugged-in policy
-            steps a distribution's vectorised env when it has one (the same data, tested).
+            Otherwise a distribution's vectorised env is stepped when it has one (all tasks
+            as one batch for the random policy, one task at a time for a plugged-in policy),
+            and else the random policy runs each env's row alone (the same data, tested).
 
     Returns:
         TaskData with K tasks, E episodes, T steps.
@@ -252,7 +255,9 @@ def collect(
     if len(tasks) == 0:
         raise ValueError(f"{where}: tasks expected at least one task, got none")
     checked = [dist.check(t) for t in tasks]
-    if dist.vector_env is not None and policy is not None and not reference:
+    if dist.vector_env is not None and not reference:
+        if policy is None:
+            return _collect_vector_random(dist, checked, episodes, horizon, seed)
         return _collect_vector(dist, checked, episodes, horizon, policy)
     envs = [dist.make_raw_env(checked[0]) for _ in range(episodes)]
     parts = []
@@ -281,6 +286,27 @@ def _collect_vector(
     """``collect`` of a policy through ``dist.vector_env``; the same data as the env loop."""
     assert dist.vector_env is not None
     parts = [_rollout_vector(dist.vector_env([t] * episodes), horizon, policy) for t in tasks]
+    return _to_task_data(dist, tasks, parts)
+
+
+def _collect_vector_random(
+    dist: TaskDistribution, tasks: list[TaskParams], episodes: int, horizon: int, seed: int
+) -> TaskData:
+    """``collect`` of the random policy through ``dist.vector_env``, all K tasks as one batch.
+
+    The actions of task k are drawn from the same generator as on the env-loop paths, so the
+    data equal theirs bit for bit; they do not depend on observations, so one vectorised env of
+    K * E rows (one task per row) replaces K envs of E rows and each numpy call of a step serves
+    K times as many transitions. A vectorised env's reset is deterministic (``reset`` takes no
+    seed), which is why the reset seeds of the env loop are not needed here.
+    """
+    assert dist.vector_env is not None
+    venv = dist.vector_env([t for t in tasks for _ in range(episodes)])
+    rngs = [np.random.default_rng(np.random.SeedSequence([seed, k])) for k in range(len(tasks))]
+    per_task = [_random_actions(venv.action_space, rng, horizon, episodes) for rng in rngs]
+    actions = np.concatenate(per_task, axis=1)  # (T, K * E, ...), rows task-major
+    rows = _rollout_vector(venv, horizon, _replay(actions))
+    parts = [tuple(x[k * episodes : (k + 1) * episodes] for x in rows) for k in range(len(tasks))]
     return _to_task_data(dist, tasks, parts)
 
 
