@@ -2,7 +2,8 @@
 
 Raw: ``gym.make(env_id, **task)`` stepped with uniform random actions (drawn beforehand, so the
 clock sees ``env.step`` only), reset when an episode ends. Collect: ``collect`` with the default
-random policy, including building its env pool, resets, recording and tensor conversion.
+random policy, including building its env pool (or the distribution's vectorised env), resets,
+recording and tensor conversion.
 Vector: ``gymnasium.vector.SyncVectorEnv`` over the same number of ``gym.make`` envs stepped with
 pre-drawn actions and nothing recorded (the alternative to collect's loop over bare envs).
 All run interleaved in one process, ``repeats`` times each; medians are reported. The clock
