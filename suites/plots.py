@@ -58,13 +58,11 @@ def mean_bands(
     Returns:
         DataFrame: keys + mean, low, high (one row per group, in sorted group order).
     """
-    rng = np.random.default_rng(seed)
-    out = []
-    for key, grp in data.groupby(keys, sort=True):
-        ci = stats.stratified_bootstrap(
-            grp["value"].to_numpy()[:, None], stats.mean, rng, n_boot, confidence
-        )
-        out.append((*key, ci.estimate, ci.low, ci.high))
+    grouped = data.groupby(keys, sort=True)["value"].agg(list)
+    cis = stats.bootstrap_means([np.asarray(v, dtype=float) for v in grouped], np.random.default_rng(seed),
+                                n_boot, confidence)  # fmt: skip
+    names = [key if isinstance(key, tuple) else (key,) for key in grouped.index]
+    out = [(*key, ci.estimate, ci.low, ci.high) for key, ci in zip(names, cis, strict=True)]
     return pd.DataFrame(out, columns=[*keys, "mean", "low", "high"])
 
 

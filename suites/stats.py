@@ -132,6 +132,43 @@ def stratified_bootstrap(
     return Interval(point, *_percentile_interval(dist, confidence))
 
 
+def bootstrap_means(
+    groups: list[np.ndarray],
+    rng: np.random.Generator,
+    reps: int = 2000,
+    confidence: float = 0.95,
+) -> list[Interval]:
+    """The mean of each group with its bootstrap percentile interval, for many groups at once.
+
+    Equal, draw for draw, to calling ``stratified_bootstrap(g[:, None], mean, rng, reps,
+    confidence)`` on each group in turn with the same ``rng``; a figure's bands need thousands of
+    such intervals (one per curve point), and the per-call overhead dominated the report's time.
+
+    Args:
+        groups: 1-D arrays of runs; NaN runs are dropped.
+        rng: the Generator the resamples are drawn from.
+        reps: bootstrap repetitions.
+        confidence: coverage of the percentile interval.
+    """
+    _check(reps, confidence)
+    if not groups:
+        return []
+    cols = [_columns(np.asarray(g, dtype=float)[:, None], f"groups[{i}]")[0] for i, g in enumerate(groups)]
+    points, dists = [float(np.mean(c)) for c in cols], np.empty((len(cols), reps))
+    start = 0
+    while start < len(cols):  # a run of equal-sized groups takes one draw, the same stream as one each
+        n, stop = cols[start].size, start + 1
+        while stop < len(cols) and cols[stop].size == n:
+            stop += 1
+        runs = np.stack(cols[start:stop])  # (G, n)
+        idx = rng.integers(0, n, (stop - start, reps, n))
+        dists[start:stop] = np.take_along_axis(runs[:, None, :], idx, axis=2).mean(axis=-1)
+        start = stop
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(dists, [alpha, 1.0 - alpha], axis=1)
+    return [Interval(p, float(lo), float(hi)) for p, lo, hi in zip(points, low, high, strict=True)]
+
+
 def estimate(
     scores: np.ndarray,
     statistic: str,

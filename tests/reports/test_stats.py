@@ -53,6 +53,22 @@ def test_stratified_bootstrap_matches_a_direct_loop() -> None:
     assert got.estimate == pytest.approx(sps.trim_mean(np.concatenate(cols), 0.25))
 
 
+def test_bootstrap_means_equals_one_stratified_bootstrap_per_group() -> None:
+    """The batched version draws the same resamples in the same order: identical intervals."""
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(size=n) for n in (3, 3, 5, 1, 4)] + [np.array([1.0, np.nan, 3.0])]
+    got = stats.bootstrap_means(groups, np.random.default_rng(7), reps=300)
+    ref_rng = np.random.default_rng(7)
+    want = [stats.stratified_bootstrap(g[:, None], stats.mean, ref_rng, reps=300) for g in groups]
+    assert got == want
+    assert got[-1].estimate == pytest.approx(2.0)
+
+
+def test_bootstrap_means_names_an_empty_group() -> None:
+    with pytest.raises(ValueError, match=r"groups\[1\]"):
+        stats.bootstrap_means([np.ones(3), np.array([np.nan])], np.random.default_rng(0))
+
+
 def test_one_task_matches_scipy_bootstrap() -> None:
     x = np.array([0.3, 1.2, 0.7, 2.5, 1.1, 0.9])
     ours = stats.stratified_bootstrap(x[:, None], stats.mean, np.random.default_rng(11), reps=500)
