@@ -186,32 +186,41 @@ class SequenceModel(nn.Module):
     def _check_input(self, x: Tensor) -> bool:
         if not isinstance(x, Tensor):
             raise ValueError(f"{self.name}: x expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() not in (2, 3):
+        shape = x.shape
+        dim = len(shape)
+        if dim != 2 and dim != 3:
             raise ValueError(
                 f"{self.name}: x expected shape (B, T, {self.input_dim}) or (B, {self.input_dim}), "
-                f"got {tuple(x.shape)}"
+                f"got {tuple(shape)}"
             )
-        if x.shape[-1] != self.input_dim:
+        if shape[-1] != self.config.input_dim:
             raise ValueError(
                 f"{self.name}: x expected {self.input_dim} input features in the last dimension, "
-                f"got {x.shape[-1]} (shape {tuple(x.shape)})"
+                f"got {shape[-1]} (shape {tuple(shape)})"
             )
-        if x.dim() == 3 and x.shape[1] < 1:
-            raise ValueError(f"{self.name}: x expected at least one time step, got shape {tuple(x.shape)}")
-        return x.dim() == 2
+        if dim == 3 and shape[1] < 1:
+            raise ValueError(f"{self.name}: x expected at least one time step, got shape {tuple(shape)}")
+        return dim == 2
 
     def _check_state(self, state: State, batch: int) -> None:
-        leaves, _ = tree_flatten(state)
+        # The common states (a tensor, a tuple of tensors, ()) are checked without flattening.
+        if isinstance(state, Tensor):
+            leaves: Any = (state,)
+        elif type(state) is tuple and all(isinstance(leaf, Tensor) for leaf in state):
+            leaves = state
+        else:
+            leaves, _ = tree_flatten(state)
         if self.stateless:
             if leaves:
                 raise ValueError(f"{self.name}: stateless model expected state (), got a state with tensors")
             return
+        if leaves and all(isinstance(leaf, Tensor) and leaf.dim() > 0 and leaf.shape[0] == batch for leaf in leaves):
+            return
         sizes = {int(leaf.shape[0]) if isinstance(leaf, Tensor) and leaf.dim() > 0 else -1 for leaf in leaves}
-        if sizes != {batch}:
-            raise ValueError(
-                f"{self.name}: state expected batch size {batch} (the batch of x) in every tensor, "
-                f"got batch sizes {sorted(sizes)}; call init_state({batch})"
-            )
+        raise ValueError(
+            f"{self.name}: state expected batch size {batch} (the batch of x) in every tensor, "
+            f"got batch sizes {sorted(sizes)}; call init_state({batch})"
+        )
 
     def _check_reset(self, reset: Tensor, x: Tensor, single_step: bool) -> Tensor:
         """Validate ``reset`` and return it as bool (B, T); a one-step reset may be (B,)."""

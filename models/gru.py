@@ -18,6 +18,7 @@ import dataclasses
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from models.base import SequenceModel, State
 from models.rnn_cells import RecurrentConfig, gru_cells, layer_weights, needs_cells
@@ -59,4 +60,5 @@ class GRU(SequenceModel):
         # One step through the cells: faster than nn.GRU on a length-1 sequence (its per-call
         # overhead dominates), and needs no switch under vmap.
         out, h = gru_cells(x, state, layer_weights(self.rnn))  # (B, H)
-        return self.head(out), h
+        head = self.head
+        return F.linear(out, head.weight, head.bias), h

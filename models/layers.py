@@ -25,9 +25,13 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        if not any(map(_functorch.is_functorch_wrapped_tensor, (x, self.weight, self.bias))):
-            return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
-        return layer_norm_composite(x, self.weight, self.bias, self.eps)
+        weight, bias = self.weight, self.bias
+        # Wrapped tensors exist only inside a transform: one global check decides most calls.
+        if not torch._C._are_functorch_transforms_active() or not any(
+            map(_functorch.is_functorch_wrapped_tensor, (x, weight, bias))
+        ):
+            return F.layer_norm(x, (self.dim,), weight, bias, self.eps)
+        return layer_norm_composite(x, weight, bias, self.eps)
 
 
 def layer_norm_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
@@ -36,3 +40,24 @@ def layer_norm_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float) ->
     centred = x - x.sum(dim=-1, keepdim=True) / dim
     var = (centred * centred).sum(dim=-1, keepdim=True) / dim
     return torch.addcmul(bias, centred * torch.rsqrt(var + eps), weight)
+
+
+def gelu_native(x: Tensor) -> Tensor:
+    """Exact GELU, x Phi(x) (Hendrycks & Gimpel 2016), on torch's own CPU kernel; for one step.
+
+    For a contiguous float32 CPU tensor ``F.gelu`` calls oneDNN, whose set-up costs about 20-40
+    us a call: several times the native kernel on a one-step (B, H) tensor, though a little
+    faster on a whole sequence. The native kernel takes any non-contiguous input, so a (B, H)
+    tensor goes through as its transpose (the output keeps the input's strides, so the result is
+    contiguous again), or for B = 1 as a stride-0 pair of rows of which the first is kept.
+    Other shapes use ``F.gelu``. Both kernels compute x / 2 (1 + erf(x / sqrt 2)) and agree to
+    float rounding.
+
+    Shapes:
+        x (..., H) -> (..., H).
+    """
+    if x.dim() != 2 or x.shape[1] < 2 or not x.is_contiguous():
+        return F.gelu(x)
+    if x.shape[0] > 1:
+        return F.gelu(x.t()).t()
+    return F.gelu(x.expand(2, -1))[:1]

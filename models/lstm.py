@@ -17,6 +17,7 @@ import dataclasses
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from models.base import SequenceModel, State
 from models.rnn_cells import RecurrentConfig, layer_weights, lstm_cells, needs_cells
@@ -61,4 +62,5 @@ class LSTM(SequenceModel):
         # (its per-call overhead dominates), and needs no switch under vmap.
         h, c = state
         out, h, c = lstm_cells(x, h, c, layer_weights(self.rnn))  # (B, H)
-        return self.head(out), (h, c)
+        head = self.head
+        return F.linear(out, head.weight, head.bias), (h, c)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
-from models.layers import LayerNorm
+from models.layers import LayerNorm, gelu_native
 from models.scan import chunked_scan, to_chunks
 
 _NU_LOG_MAX = math.log(30.0)
@@ -46,6 +46,22 @@ there keeps log|lambda| finite (so lambda^0 = 1 exactly) after any gradient step
 
 _MIN_DECAY = 1e-6
 """log|lambda| <= -_MIN_DECAY, so |lambda| <= 0.999999 < 1 even where exp(nu_log) underflows."""
+
+
+_SIGNS: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _conjugate_sign(like: Tensor) -> Tensor:
+    """The constant (1, -1) in ``like``'s dtype and device; multiplying a trailing (re, im) pair
+    by it conjugates. Made once per dtype and device: a new small tensor costs several ops."""
+    key = (like.dtype, like.device)
+    sign = _SIGNS.get(key)
+    if sign is None:
+        with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
+            sign = torch.tensor([1.0, -1.0], dtype=like.dtype, device=like.device)
+        if type(sign) is Tensor:  # not a tracing mode's fake tensor
+            _SIGNS[key] = sign
+    return sign
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +124,13 @@ class DiagonalRecurrence(nn.Module):
 
     def _in_proj(self) -> Tensor:
         """gamma * B as a real (2N, H) matrix, rows ordered (state, re/im)."""
-        return (self.B * torch.exp(self.gamma_log).reshape(-1, 1, 1)).reshape(-1, self.B.shape[-1])
+        b = self.B
+        return (b * torch.exp(self.gamma_log).reshape(-1, 1, 1)).reshape(-1, b.shape[-1])
 
     def _out_proj(self) -> Tensor:
         """Re(C h) = C_re h_re - C_im h_im as a real (H, 2N) matrix, columns (state, re/im)."""
-        return torch.stack([self.C[..., 0], -self.C[..., 1]], dim=-1).reshape(self.C.shape[0], -1)
+        c = self.C
+        return (c * _conjugate_sign(c)).reshape(c.shape[0], -1)
 
     def sequence(
         self,
@@ -141,15 +159,29 @@ class DiagonalRecurrence(nn.Module):
         u = torch.addcmul(h.reshape(2 * states, -1).T @ self._out_proj().T, z, self.D)
         return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
 
-    def step(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """One step: z (B, H), h (B, N, 2) -> u (B, H), h (B, N, 2)."""
+    def step_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """What one step needs from the parameters, formed once per call of the model.
+
+        Returns:
+            ``(a_re, a_swap, in_proj, out_proj)``: Re(lambda) as (N, 1); (Im, -Im)(lambda) as
+            (N, 2), minus the factor of the swapped state (h_im, h_re); gamma * B as (2N, H);
+            the real form of C as (H, 2N).
+        """
         log_mag, phase = self.decay()
         mag = torch.exp(log_mag)
         a_re, a_im = mag * torch.cos(phase), mag * torch.sin(phase)
-        drive = (z @ self._in_proj().T).reshape(h.shape)  # (B, N, 2)
-        h_re, h_im = h[..., 0], h[..., 1]
-        h = torch.stack([a_re * h_re - a_im * h_im, a_re * h_im + a_im * h_re], dim=-1) + drive
-        u = h.reshape(h.shape[0], -1) @ self._out_proj().T + z * self.D
+        return a_re.unsqueeze(-1), a_im.unsqueeze(-1) * _conjugate_sign(a_im), self._in_proj(), self._out_proj()
+
+    def step(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: z (B, H), h (B, N, 2) -> u (B, H), h (B, N, 2).
+
+        lambda h is the complex product (a_re h_re - a_im h_im, a_re h_im + a_im h_re), formed as
+        a_re h - (a_im, -a_im) h_swapped: four ops on the (B, N, 2) state.
+        """
+        a_re, a_swap, in_proj, out_proj = self.step_weights()
+        drive = F.linear(z, in_proj).reshape(h.shape)  # (B, N, 2)
+        h = torch.addcmul(h * a_re, h.flip(-1), a_swap, value=-1) + drive
+        u = torch.addcmul(F.linear(h.reshape(h.shape[0], -1), out_proj), z, self.D)
         return u, h
 
 
@@ -166,10 +198,14 @@ class SSMBlock(nn.Module):
         self.glu_value = nn.Linear(width, width)
         self.glu_gate = nn.Linear(width, width)
 
-    def mix(self, x: Tensor, u: Tensor) -> Tensor:
-        """The residual update from the recurrence output u, (..., H)."""
-        v = F.gelu(u)
-        return torch.addcmul(x, self.glu_value(v), torch.sigmoid(self.glu_gate(v)))
+    def mix(self, x: Tensor, u: Tensor, one_step: bool = False) -> Tensor:
+        """The residual update from the recurrence output u, (..., H); ``one_step``: u is (B, H)."""
+        v = gelu_native(u) if one_step else F.gelu(u)
+        value, gate = self.glu_value, self.glu_gate
+        # F.linear, not the modules' calls: the per-call hook machinery costs more than a
+        # one-step matmul (functional_call still swaps the weights read here).
+        gate_open = torch.sigmoid(F.linear(v, gate.weight, gate.bias))
+        return torch.addcmul(x, F.linear(v, value.weight, value.bias), gate_open)
 
 
 class SSM(SequenceModel):
@@ -193,13 +229,14 @@ class SSM(SequenceModel):
         return tuple(torch.zeros(batch_size, self.state_dim, 2, device=device, dtype=dtype) for _ in self.blocks)
 
     def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        h = self.encoder(x)  # (B, H)
+        encoder, head = self.encoder, self.head
+        h = F.linear(x, encoder.weight, encoder.bias)  # (B, H)
         new_state = []
         for block, s in zip(self._blocks(), state, strict=True):
             u, s = block.recurrence.step(block.norm(h), s)
-            h = block.mix(h, u)
+            h = block.mix(h, u, one_step=True)
             new_state.append(s)
-        return self.head(h), tuple(new_state)
+        return F.linear(h, head.weight, head.bias), tuple(new_state)
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         return self._run(x, state, None)
