@@ -134,6 +134,7 @@ class ModelController:
         self.model, self.normalizer, self.reward, self.planner = model, normalizer, reward, planner
         self.maml, self.adapter = maml, adapter
         self.window, self.every, self.maml_steps = window, every, maml_steps
+        self._fast: ModelDynamics | None = None  # the latest MAML fast weights, in one model copy kept across episodes
         self.reset(None)
 
     def reset(self, obs: np.ndarray | None) -> None:
@@ -178,7 +179,10 @@ class ModelController:
         start = self.states[0]
         if self.maml is not None:
             fast = self.maml.adapt(xw, yw, start, num_steps=self.maml_steps, first_order=True)
-            self.dynamics = ModelDynamics(self.model, self.normalizer, {k: v.detach() for k, v in fast.items()})
+            if self._fast is None or self._fast.model is not self.model or self._fast.normalizer is not self.normalizer:
+                self._fast = ModelDynamics(self.model, self.normalizer)
+            self._fast.load({k: v.detach() for k, v in fast.items()})
+            self.dynamics = self._fast
         elif self.adapter is not None:
             self.adapter.update_step(xw, yw, start)
         with torch.no_grad():

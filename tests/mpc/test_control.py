@@ -79,6 +79,11 @@ def test_maml_controller_adapts_on_the_last_window_and_leaves_the_model_alone() 
     expected = maml.adapt(xw, yw, controller.states[0], num_steps=2, first_order=True)
     for k, v in expected.items():
         assert torch.allclose(controller.dynamics.weights[k], v.detach(), atol=1e-6)
+    with torch.no_grad():  # it plans with exactly what functional_call with the same weights computes
+        detached = {k: v.detach() for k, v in controller.dynamics.weights.items()}
+        for x in (xw, xw[:, 0]):
+            got = controller.dynamics.predict(x, controller.states[0])[0]
+            assert torch.equal(got, maml.forward_with_weights(x, detached, controller.states[0])[0])
     # adapted weights lower the error on the window they were fitted to
     with torch.no_grad():
         start = controller.states[0]

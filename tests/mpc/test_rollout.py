@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from torch.func import functional_call
+from torch.utils._pytree import tree_leaves
 
 from models import make_model
 from suites.control import ModelDynamics, imagined_returns, repeat_state
@@ -56,6 +60,65 @@ def test_model_dynamics_runs_given_weights() -> None:
     with_weights = ModelDynamics(model, normalizer(), dict(other.named_parameters()))(obs, action, ())[0]
     assert torch.allclose(with_weights, ModelDynamics(other, normalizer())(obs, action, ())[0])
     assert not torch.allclose(with_weights, ModelDynamics(model, normalizer())(obs, action, ())[0])
+
+
+@pytest.mark.parametrize("name", ["gru", "ssm", "transformer"])
+def test_loaded_weights_give_functional_call_outputs_bitwise(name: str) -> None:
+    """The model copy holding the weights computes exactly what functional_call computes, step and
+    sequence mode; a second load replaces the first; names left out keep the model's own values."""
+    torch.manual_seed(0)
+    model = make_model(name, 4, 3, hidden_dim=16).eval()
+    own = dict(model.named_parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = {k: v.detach() + 0.1 * torch.randn_like(v) for k, v in own.items()}
+    second = {k: v + 0.1 * torch.randn_like(v) for k, v in first.items()}
+    partial = {k: second[k] for k in list(own)[:2]}
+    x, seq = torch.randn(5, 4), torch.randn(5, 7, 4)
+    dyn = ModelDynamics(model, normalizer(), first)
+    for weights in (first, second, partial):
+        dyn.load(weights)
+        with torch.no_grad():
+            for inputs in (x, seq):
+                got, got_state = dyn.predict(inputs, model.init_state(5))
+                want, want_state = functional_call(model, weights, (inputs, model.init_state(5)))
+                assert torch.equal(got, want)
+                pairs = zip(tree_leaves(got_state), tree_leaves(want_state), strict=True)
+                assert all(torch.equal(a, b) for a, b in pairs)
+    assert set(dyn.weights or {}) == set(partial)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the model itself untouched
+
+
+def test_model_dynamics_weights_errors_name_the_parameter() -> None:
+    model = make_model("mlp", 4, 3, hidden_dim=16)
+    name, value = next(iter(model.named_parameters()))
+    with pytest.raises(ValueError, match=r"weights: expected parameter names of the model, got 'nope'"):
+        ModelDynamics(model, normalizer(), {"nope": value})
+    with pytest.raises(ValueError, match=re.escape(f"weights[{name!r}]: expected shape {tuple(value.shape)}, got")):
+        ModelDynamics(model, normalizer(), {name: value[:1]})
+
+
+@pytest.mark.parametrize("name", ["gru", "ssm"])
+def test_imagined_returns_equal_the_step_by_step_reward_sum_bitwise(name: str) -> None:
+    """Scoring all H steps with one reward call after the rollout changes nothing: the returns equal
+    those of a loop that calls the reward at each step and adds it at once."""
+    torch.manual_seed(0)
+    model = make_model(name, 4, 3, hidden_dim=16).eval()
+    dyn = ModelDynamics(model, normalizer())
+    task = PENDULUM.params(mass=1.4, length=0.7)
+
+    def reward(o, a, n):  # type: ignore[no-untyped-def]
+        return PENDULUM.reward(o, a, n, task)
+
+    with torch.no_grad():
+        _, state = model(torch.randn(1, 9, 4), model.init_state(1))
+        obs = torch.tensor([0.6, 0.8, -1.5])
+        actions = 4 * torch.rand(48, 15, 1, generator=torch.Generator().manual_seed(3)) - 2
+        o, s, total = obs.expand(48, 3), repeat_state(state, 48), torch.zeros(48)
+        for t in range(15):
+            nxt, s = dyn(o, actions[:, t], s)
+            total = total + reward(o, actions[:, t], nxt)
+            o = nxt
+    assert torch.equal(imagined_returns(dyn, reward, obs, state, actions), total)
 
 
 @pytest.mark.parametrize("name", ["gru", "ssm"])
