@@ -47,6 +47,17 @@ class Trajectories:
         return float(self.episode_returns.mean())
 
 
+def _shares_tensors(module: torch.nn.Module) -> bool:
+    """Whether two names of ``module`` refer to one parameter or buffer (tied weights)."""
+    seen: set[int] = set()
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for _, t in named:
+        if id(t) in seen:
+            return True
+        seen.add(id(t))
+    return False
+
+
 def _expand(state: object, k: int) -> object:
     """A state with a leading task dimension: K copies, (K, N, ...) per leaf."""
     return tree_map(lambda t: t.unsqueeze(0).expand(k, *t.shape).clone(), state)
@@ -83,10 +94,13 @@ def rollout(
     params: dict[str, Tensor] = dict(policy.named_parameters()) if weights is None else dict(weights)
     if per_task and weights is None:
         raise ValueError("rollout: per_task=True expected per-task weights, got weights=None")
+    # functional_call's untying pass (a walk over the module on every step) only matters when
+    # names share a tensor; the zoo's models tie none, and then skipping it changes nothing
+    tie = _shares_tensors(policy)
     if per_task:
 
         def task_step(w: dict[str, Tensor], obs: Tensor, state: object) -> tuple[Tensor, object]:
-            out, state = functional_call(policy, w, (obs, state))
+            out, state = functional_call(policy, w, (obs, state), tie_weights=tie)
             return out, state
 
         batched_step = vmap(task_step, in_dims=(0, 0, 0))
@@ -105,7 +119,7 @@ def rollout(
         elif weights is None:
             out, state = policy(obs, state)  # the module's own parameters: no functional_call overhead
         else:
-            out, state = functional_call(policy, params, (obs, state))
+            out, state = functional_call(policy, params, (obs, state), tie_weights=tie)
         action = policy.sample(out, generator)
         obs_rows.append(obs)
         act_rows.append(action)

@@ -37,6 +37,22 @@ def test_per_task_weights_equal_to_theta_sample_the_same_episodes(model):
     assert shared.obs.shape == (K, N, H, 2)
 
 
+def test_per_task_weights_of_a_tied_policy_reach_every_alias():
+    """A policy whose model shares one tensor under two names: per-task weights given under one
+    name must reach the other too (functional_call's untying pass, kept for such policies only)."""
+    policy, env = _setup("mlp")
+    hidden = [m for m in policy.model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 16]
+    hidden[1].bias = hidden[0].bias  # tied: named_parameters() now lists it once
+    weights = _copies(policy, K)
+    name = next(n for n, p in policy.named_parameters() if p is hidden[0].bias)
+    weights[name] = weights[name] + 0.5  # moves both aliases, or only the first without untying
+    tied = rollout(policy, env, K, H, torch.Generator().manual_seed(5), weights=weights, per_task=True)
+    with torch.no_grad():
+        hidden[0].bias += 0.5  # the same weights written into the module itself
+    direct = rollout(policy, env, K, H, torch.Generator().manual_seed(5))
+    assert torch.allclose(tied.actions, direct.actions, atol=1e-5)
+
+
 def test_episodes_that_reach_the_goal_are_masked_afterwards():
     policy, _ = _setup("mlp")
     goal = DIST.params(goal_x=0.0, goal_y=0.05)
