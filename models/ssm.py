@@ -48,20 +48,28 @@ _MIN_DECAY = 1e-6
 """log|lambda| <= -_MIN_DECAY, so |lambda| <= 0.999999 < 1 even where exp(nu_log) underflows."""
 
 
-_SIGNS: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+_CONSTANTS: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
 
-def _conjugate_sign(like: Tensor) -> Tensor:
-    """The constant (1, -1) in ``like``'s dtype and device; multiplying a trailing (re, im) pair
-    by it conjugates. Made once per dtype and device: a new small tensor costs several ops."""
+def _constants(like: Tensor) -> tuple[Tensor, Tensor]:
+    """The constants (1, -1) and -_MIN_DECAY (0-d) in ``like``'s dtype and device.
+
+    Multiplying a trailing (re, im) pair by (1, -1) conjugates it. Made once per dtype and
+    device: a new small tensor costs several ops, and even a Python float operand costs a
+    conversion on every call, which one step of the model pays a dozen times over.
+    """
     key = (like.dtype, like.device)
-    sign = _SIGNS.get(key)
-    if sign is None:
-        with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
-            sign = torch.tensor([1.0, -1.0], dtype=like.dtype, device=like.device)
-        if type(sign) is Tensor:  # not a tracing mode's fake tensor
-            _SIGNS[key] = sign
-    return sign
+    found = _CONSTANTS.get(key)
+    if found is not None:
+        return found
+    with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
+        made = (
+            torch.tensor([1.0, -1.0], dtype=like.dtype, device=like.device),
+            torch.tensor(-_MIN_DECAY, dtype=like.dtype, device=like.device),
+        )
+    if all(type(t) is Tensor for t in made):  # not a tracing mode's fake tensors
+        _CONSTANTS[key] = made
+    return made
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +127,9 @@ class DiagonalRecurrence(nn.Module):
 
     def decay(self) -> tuple[Tensor, Tensor]:
         """log|lambda| and arg(lambda), each (N,); log|lambda| <= -1e-6 for any parameters."""
-        log_mag = -(torch.exp(self.nu_log.clamp(max=_NU_LOG_MAX)) + _MIN_DECAY)
+        nu_log = self.nu_log
+        # -_MIN_DECAY - exp(nu) is -(exp(nu) + _MIN_DECAY) exactly (rounding is symmetric).
+        log_mag = torch.sub(_constants(nu_log)[1], torch.exp(torch.clamp_max(nu_log, _NU_LOG_MAX)))
         return log_mag, torch.exp(self.theta_log)
 
     def _in_proj(self) -> Tensor:
@@ -130,7 +140,7 @@ class DiagonalRecurrence(nn.Module):
     def _out_proj(self) -> Tensor:
         """Re(C h) = C_re h_re - C_im h_im as a real (H, 2N) matrix, columns (state, re/im)."""
         c = self.C
-        return (c * _conjugate_sign(c)).reshape(c.shape[0], -1)
+        return (c * _constants(c)[0]).reshape(c.shape[0], -1)
 
     def sequence(
         self,
@@ -170,7 +180,7 @@ class DiagonalRecurrence(nn.Module):
         log_mag, phase = self.decay()
         mag = torch.exp(log_mag)
         a_re, a_im = mag * torch.cos(phase), mag * torch.sin(phase)
-        return a_re.unsqueeze(-1), a_im.unsqueeze(-1) * _conjugate_sign(a_im), self._in_proj(), self._out_proj()
+        return a_re.unsqueeze(-1), a_im.unsqueeze(-1) * _constants(a_im)[0], self._in_proj(), self._out_proj()
 
     def step(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """One step: z (B, H), h (B, N, 2) -> u (B, H), h (B, N, 2).

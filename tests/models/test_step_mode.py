@@ -155,14 +155,14 @@ def test_gelu_native_equals_gelu_in_values_and_gradients(shape: tuple[int, ...])
 
 
 def test_ssm_step_after_inference_mode_still_differentiates(monkeypatch) -> None:
-    """The SSM's cached (1, -1) constant, first made under inference mode, must not be an
-    inference tensor (those cannot be saved for backward)."""
-    monkeypatch.setattr(ssm_module, "_SIGNS", {})  # as if no SSM had run in this process yet
+    """The SSM's cached constants, first made under inference mode, must not be inference
+    tensors (those cannot be saved for backward)."""
+    monkeypatch.setattr(ssm_module, "_CONSTANTS", {})  # as if no SSM had run in this process yet
     model = _model("ssm")
     x = torch.randn(2, IN)
     with torch.inference_mode():
         model(x, model.init_state(2))
-    assert ssm_module._SIGNS, "the constant was not cached: nothing was tested"
+    assert ssm_module._CONSTANTS, "the constant was not cached: nothing was tested"
     y, _ = model(x, model.init_state(2))
     y.sum().backward()
     assert model.blocks[0].recurrence.C.grad is not None
