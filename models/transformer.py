@@ -19,20 +19,22 @@ hold zeros, so a state depends only on the steps it remembers.
 Sequence mode prepends the cache to the chunk's keys and computes the banded attention in blocks
 of ``Q = min(T, W)`` queries, each against its ``Q + W - 1`` keys: memory O(T * W), not O(T^2),
 with no Python loop over time. A reset is native: a key is visible only from the same episode
-(segment ids from a cumulative sum of ``reset``). Step mode is the same code with T = 1.
+(segment ids from a cumulative sum of ``reset``). Step mode has its own short path: one query
+per head against the W - 1 cached keys and its own, and the cache shifted by one slot.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
-from models.layers import LayerNorm
+from models.layers import LayerNorm, gelu_native
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +239,41 @@ class Attention(nn.Module):
         att = banded_attention(q / math.sqrt(self.head_dim), k_all, v_all, bias, mask)
         return self.out(att.reshape(batch, steps, -1)), k_all, v_all
 
+    def step(
+        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One query per head against the W - 1 cached keys and its own key.
+
+        Args:
+            h: (B, D) the normalised step.
+            cache_k, cache_v: (B, C, H, dh), oldest slot first.
+            mask: (B, 1, C + 1) additive, -inf for empty cache slots (the own key is visible).
+
+        Returns:
+            (B, D) attention output and keys / values (B, C + 1, H, dh), the step's last.
+
+        Shapes:
+            Both products are one batched matmul per row on the cache's own layout: every
+            query against every (slot, head) key, (B, (C + 1) H, H), and every head's weights
+            against every head's values, (B, H, H dh), each keeping its diagonal (head with
+            head). H times the (tiny) arithmetic, but no copy of the cache into a per-head
+            layout and far fewer, larger matmuls than one per (row, head).
+        """
+        batch, heads, width = h.shape[0], self.num_heads, self.num_heads * self.head_dim
+        qkv = self.qkv
+        q, k, v = F.linear(h, qkv.weight, qkv.bias).reshape(batch, 3, 1, heads, -1).unbind(1)
+        k_all = torch.cat([cache_k, k], dim=1)  # (B, C + 1, H, dh)
+        v_all = torch.cat([cache_v, v], dim=1)
+        scores = torch.bmm(k_all.reshape(batch, -1, self.head_dim), q[:, 0].transpose(1, 2))
+        # (B, (C + 1) H, H): slot s and key head against query head; keep head with head
+        scores = scores.reshape(batch, -1, heads, heads).diagonal(dim1=2, dim2=3).transpose(1, 2)
+        # slot s holds offset C - s: the bias reversed along offsets lines up with the slots
+        logits = torch.add(self.rel_bias.flip(-1) + mask, scores, alpha=1 / math.sqrt(self.head_dim))
+        att = torch.bmm(logits.softmax(dim=-1), v_all.reshape(batch, -1, width))  # (B, H, H dh)
+        att = att.reshape(batch, heads, heads, -1).diagonal(dim1=1, dim2=2)  # (B, dh, H)
+        out = self.out
+        return F.linear(att.transpose(1, 2).reshape(batch, width), out.weight, out.bias), k_all, v_all
+
 
 class Block(nn.Module):
     """Pre-norm decoder block: h + Attn(LN(h)), then h + MLP(LN(h))."""
@@ -258,6 +295,17 @@ class Block(nn.Module):
         a, k_all, v_all = self.attn(self.norm_attn(h), cache_k, cache_v, mask)
         h = h + a
         return h + self.mlp(self.norm_mlp(h)), k_all, v_all
+
+    def step(
+        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward`` for one step, h (B, D) (see ``Attention.step``), calling the linear layers'
+        functions directly: a module call costs more than a one-step matmul."""
+        a, k_all, v_all = self.attn.step(self.norm_attn(h), cache_k, cache_v, mask)
+        h = h + a
+        up, _, down = cast(tuple[nn.Linear, nn.GELU, nn.Linear], tuple(self.mlp))
+        m = gelu_native(F.linear(self.norm_mlp(h), up.weight, up.bias))
+        return h + F.linear(m, down.weight, down.bias), k_all, v_all
 
 
 class Transformer(SequenceModel):
@@ -311,6 +359,27 @@ class Transformer(SequenceModel):
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         return self._run(x, state, None)
+
+    def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """x (B, in) -> y (B, out): ``_run`` with T = 1 without its block machinery.
+
+        The cache shifts by one slot: the oldest step leaves, this step enters as valid. Empty
+        slots shift too and keep their zeros, and the step's own key is always valid, so a
+        canonical state (zeros where not ``valid``) stays canonical with no masking of the cache.
+        """
+        seen = F.pad(state["valid"], (0, 1), value=True)  # (B, C + 1): the cache, then this step
+        mask = torch.where(seen, 0.0, float("-inf")).unsqueeze(1)  # (B, 1, C + 1)
+        encoder = self.encoder
+        h = F.linear(x, encoder.weight, encoder.bias)
+        new_k, new_v = [], []
+        for layer, block in enumerate(cast(list[Block], self.blocks)):
+            h, k_all, v_all = block.step(h, state["keys"][:, layer], state["values"][:, layer], mask)
+            new_k.append(k_all[:, 1:])  # drop the oldest slot
+            new_v.append(v_all[:, 1:])
+        head = self.head
+        y = F.linear(self.norm(h), head.weight, head.bias)
+        keys, values = torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
+        return y, {"keys": keys, "values": values, "valid": seen[:, 1:]}
 
     def _forward_sequence_with_reset(
         self, x: Tensor, state: State, reset: Tensor

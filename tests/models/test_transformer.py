@@ -288,3 +288,115 @@ def test_empty_cache_slots_are_zero_and_window_one_is_memoryless() -> None:
     )
     torch.testing.assert_close(y, y_alone, atol=1e-6, rtol=0)
     assert memoryless.init_state(2)["keys"].shape == (2, 2, 0, 4, 4)  # W - 1 = 0 cached steps
+
+
+def _steps_with_reset(model: Transformer, x: Tensor, state, reset: Tensor) -> tuple[Tensor, object]:
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = model(x[:, t], state, reset=reset[:, t])
+        ys.append(y)
+    return torch.stack(ys, 1), state
+
+
+def test_steps_over_a_long_stream_with_resets_equal_sequence_mode() -> None:
+    """The dedicated step path against the block path, over many windows, with resets."""
+    window = 5
+    model = _model(window=window, hidden_dim=10, num_heads=3)
+    _, warm = model(torch.randn(3, 8, IN), model.init_state(3))
+    x = torch.randn(3, 9 * window, IN)
+    reset = torch.rand(3, x.shape[1]) < 0.08
+    reset[0, 2] = reset[1, 17] = reset[1, 19] = reset[2, 0] = True  # two resets inside one window
+    reset[0, 30] = reset[2, -2] = True
+    reset[2, -1] = False
+    y_seq, s_seq = model(x, warm, reset=reset)
+    y_steps, s_steps = _steps_with_reset(model, x, warm, reset)
+    torch.testing.assert_close(y_steps, y_seq, atol=1e-5, rtol=0)
+    for key in s_seq:
+        torch.testing.assert_close(s_steps[key], s_seq[key], atol=1e-5, rtol=0)
+    assert s_steps["valid"][2].sum() == 2  # row 2 reset 2 steps before the end
+
+
+def test_empty_cache_slots_stay_zero_after_steps_and_step_resets() -> None:
+    """The shift keeps zeros in empty slots, so no masking of the cache is needed per step."""
+    window = 6
+    model = _model(window=window)
+    state = model.init_state(2)
+    since = [0, 0]  # steps since each row's last reset, that one included
+    for t in range(3 * window):
+        reset = torch.tensor([t in (4, 13), t == 15])
+        since = [1 if r else n + 1 for r, n in zip(reset.tolist(), since, strict=True)]
+        _, state = model(torch.randn(2, IN), state, reset=reset)
+        empty = ~state["valid"][:, None, :, None, None].expand_as(state["keys"])
+        assert (state["keys"][empty] == 0).all() and (state["values"][empty] == 0).all()
+        assert (state["keys"][~empty] != 0).all()
+        assert state["valid"].sum(1).tolist() == [min(n, window - 1) for n in since]
+        assert (state["valid"].long().diff(dim=1) >= 0).all()  # the empty slots are the oldest
+
+
+def test_step_gradients_equal_sequence_gradients_to_second_order() -> None:
+    """The Adapter and MAML differentiate through step-mode states: gradients (and gradients of
+    gradients) of a loss over steps equal those over the sequence, for parameters and state."""
+    model = _model(window=3, hidden_dim=6, num_heads=2).double()
+    with torch.no_grad():
+        _, warm = model(torch.randn(2, 4, IN, dtype=torch.float64), model.init_state(2))
+    keys = warm["keys"].clone().requires_grad_()
+    x = torch.randn(2, 7, IN, dtype=torch.float64, requires_grad=True)
+    reset = torch.zeros(2, 7, dtype=torch.bool)
+    reset[1, 4] = True
+    params = list(model.parameters())
+
+    def loss(y: Tensor, s) -> Tensor:
+        return y.pow(2).sum() + s["values"].pow(2).sum() + s["keys"].sum()
+
+    def grads(run) -> tuple[Tensor, ...]:
+        y, s = run({**warm, "keys": keys})
+        g = torch.autograd.grad(loss(y, s), (x, keys, *params), create_graph=True)
+        gg = torch.autograd.grad(sum(gi.pow(2).sum() for gi in g), (x, keys, *params))
+        return (*g, *gg)
+
+    seq = grads(lambda s: model(x, s, reset=reset))
+    steps = grads(lambda s: _steps_with_reset(model, x, s, reset))
+    for a, b in zip(steps, seq, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert all(g.abs().sum() > 0 for g in seq)
+
+    def f(inp: Tensor) -> Tensor:
+        return _steps_with_reset(model, inp, warm, reset)[0]
+
+    assert torch.autograd.gradgradcheck(f, (x.detach().requires_grad_(),), atol=1e-5, fast_mode=True)
+
+
+def test_vmapped_steps_equal_per_task_steps() -> None:
+    """States stack under vmap in step mode too, with per-task weights (functional_call), and
+    torch.func.grad through a vmapped step loop matches the per-task gradient."""
+    model = _model(window=4)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    tasks, steps = 3, 6
+    stacked = {k: torch.stack([v + 0.02 * i for i in range(tasks)]) for k, v in params.items()}
+    xs = torch.randn(tasks, 2, steps, IN)
+    _, warm = model(torch.randn(2, 2, IN), model.init_state(2))
+    states = {k: v.expand(tasks, *v.shape).clone() for k, v in warm.items()}
+
+    def run(p, x, s):
+        ys = []
+        for t in range(steps):
+            y, s = functional_call(model, p, (x[:, t], s))
+            ys.append(y)
+        return torch.stack(ys, 1), s
+
+    def loss(p, x, s):
+        return run(p, x, s)[0].pow(2).mean()
+
+    y_v, s_v = vmap(run)(stacked, xs, states)
+    g_v = vmap(grad(loss))(stacked, xs, states)
+    for i in range(tasks):
+        p_i = {k: v[i] for k, v in stacked.items()}
+        y_i, s_i = run(p_i, xs[i], warm)
+        y_ref, _ = functional_call(model, p_i, (xs[i], warm))  # sequence mode
+        torch.testing.assert_close(y_v[i], y_i, atol=1e-5, rtol=0)
+        torch.testing.assert_close(y_i, y_ref, atol=1e-5, rtol=0)
+        for key in s_i:
+            torch.testing.assert_close(s_v[key][i], s_i[key], atol=1e-5, rtol=0)
+        g_i = grad(loss)(p_i, xs[i], warm)
+        for key in g_i:
+            torch.testing.assert_close(g_v[key][i], g_i[key], atol=1e-5, rtol=0)
