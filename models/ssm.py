@@ -208,9 +208,9 @@ class SSMBlock(nn.Module):
         self.glu_value = nn.Linear(width, width)
         self.glu_gate = nn.Linear(width, width)
 
-    def mix(self, x: Tensor, u: Tensor, one_step: bool = False) -> Tensor:
-        """The residual update from the recurrence output u, (..., H); ``one_step``: u is (B, H)."""
-        v = gelu_native(u) if one_step else F.gelu(u)
+    def mix(self, x: Tensor, u: Tensor) -> Tensor:
+        """The residual update from the recurrence output u, (..., H)."""
+        v = gelu_native(u)
         value, gate = self.glu_value, self.glu_gate
         # F.linear, not the modules' calls: the per-call hook machinery costs more than a
         # one-step matmul (functional_call still swaps the weights read here).
@@ -244,7 +244,7 @@ class SSM(SequenceModel):
         new_state = []
         for block, s in zip(self._blocks(), state, strict=True):
             u, s = block.recurrence.step(block.norm(h), s)
-            h = block.mix(h, u, one_step=True)
+            h = block.mix(h, u)
             new_state.append(s)
         return F.linear(h, head.weight, head.bias), tuple(new_state)
 

@@ -137,7 +137,7 @@ def test_step_state_checks_name_the_batch_sizes() -> None:
         mlp(torch.randn(2, IN), (torch.zeros(2),))
 
 
-@pytest.mark.parametrize("shape", [(1, 7), (5, 7), (48, 44), (7,), (2, 3, 7), (1, 1), (6, 1)])
+@pytest.mark.parametrize("shape", [(1, 7), (5, 7), (48, 44), (7,), (2, 3, 7), (1, 1), (6, 1), (300, 64)])
 def test_gelu_native_equals_gelu_in_values_and_gradients(shape: tuple[int, ...]) -> None:
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     y, y_ref = gelu_native(x), F.gelu(x)
