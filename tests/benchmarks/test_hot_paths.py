@@ -55,6 +55,14 @@ def test_collect_pendulum(normalised: Normalised) -> None:
     normalised(lambda: collect(dist, tasks, episodes=4, horizon=100, seed=0))
 
 
+@pytest.mark.benchmark(group="collect")
+def test_collect_point_nav(normalised: Normalised) -> None:
+    # the vectorised random-policy path: a 3 us step, so collection overhead shows at once
+    dist = get_task("point-nav-2d")
+    tasks = dist.test_tasks(4)
+    normalised(lambda: collect(dist, tasks, episodes=8, horizon=100, seed=0))
+
+
 def _noop(cell: Cell) -> list[Measurement]:
     return [Measurement(cell.arm, "params", 0, 0.0)]
 
