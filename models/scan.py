@@ -135,10 +135,8 @@ def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: T
 
     # Within a chunk, G_t = sum_{s <= t} lambda^(t-s) x_s: one batched matmul with the real form
     # [[Re W, -Im W], [Im W, Re W]] of the Toeplitz matrix W[t, s] = lambda^(t-s) [t >= s].
-    t_idx = torch.arange(size, device=x.device)
-    lag = t_idx.unsqueeze(1) - t_idx.unsqueeze(0)
-    causal = (lag >= 0).to(x.dtype)
-    w_re, w_im = pow_re[:, lag.clamp(min=0)] * causal, pow_im[:, lag.clamp(min=0)] * causal
+    lag, causal = _toeplitz_index(size, x.dtype, x.device)
+    w_re, w_im = pow_re[:, lag] * causal, pow_im[:, lag] * causal
     toeplitz = torch.cat([torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1)  # (N, 2C, 2C)
     x_rows = x.reshape(n, 2 * size, rows)
     g = torch.bmm(toeplitz, x_rows)  # (N, 2C, rows), rows of the result ordered (re/im, t)
@@ -179,6 +177,25 @@ def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: T
     else:
         h = g + torch.bmm(lift, h_in) * carry_mask.reshape(1, size, rows).repeat(1, 2, 1)
     return h.reshape(n, 2, size, batch, chunks)
+
+
+_TOEPLITZ_INDEX: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+
+def _toeplitz_index(size: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """max(t - s, 0) as a (C, C) index and the causal mask [t >= s] in ``dtype``, made once per
+    (size, dtype, device): on a short sequence their seven ops are a sizeable part of a call."""
+    key = (size, dtype, device)
+    found = _TOEPLITZ_INDEX.get(key)
+    if found is not None:
+        return found
+    with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
+        t_idx = torch.arange(size, device=device)
+        lag = t_idx.unsqueeze(1) - t_idx.unsqueeze(0)
+        made = (lag.clamp(min=0), (lag >= 0).to(dtype))
+    if all(type(t) is Tensor for t in made):  # not a tracing mode's fake tensors
+        _TOEPLITZ_INDEX[key] = made
+    return made
 
 
 def _scan_sequence(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: Tensor | None, chunk: int) -> Tensor:
