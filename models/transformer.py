@@ -350,11 +350,16 @@ class Transformer(SequenceModel):
         y = self.head(self.norm(h))
 
         valid = valid_all[:, valid_all.shape[1] - cache :]  # (B, C)
-        if segment is not None:  # steps before the last reset are forgotten
-            valid = valid & (segment[:, segment.shape[1] - cache :] == segment[:, -1:])
-        keep = valid[:, None, :, None, None]  # empty slots hold zeros: a canonical state
-        keys = torch.where(keep, torch.stack(new_k, dim=1), 0.0)
-        values = torch.where(keep, torch.stack(new_v, dim=1), 0.0)
+        keys, values = torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
+        if segment is None:
+            # The only empty slots are the state's own, shifted: they hold zeros already.
+            return y, {"keys": keys, "values": values, "valid": valid}
+        # Steps before the last reset are forgotten, and zeroed: empty slots hold zeros (a
+        # canonical state).
+        valid = valid & (segment[:, segment.shape[1] - cache :] == segment[:, -1:])
+        keep = valid[:, None, :, None, None]
+        keys = torch.where(keep, keys, 0.0)
+        values = torch.where(keep, values, 0.0)
         return y, {"keys": keys, "values": values, "valid": valid}
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:

@@ -333,6 +333,22 @@ def test_empty_cache_slots_stay_zero_after_steps_and_step_resets() -> None:
         assert (state["valid"].long().diff(dim=1) >= 0).all()  # the empty slots are the oldest
 
 
+def test_sequence_chunks_without_reset_keep_empty_slots_zero() -> None:
+    """Sequence mode zeroes the cache only after a reset; without one, the empty slots are the
+    state's own, shifted, and stay zero."""
+    window = 7
+    model = _model(window=window)
+    reset = torch.zeros(2, 9, dtype=torch.bool)
+    reset[0, 8] = reset[1, 6] = True  # leaves 1 and 3 valid slots, 5 and 3 zeroed
+    _, state = model(torch.randn(2, 9, IN), model.init_state(2), reset=reset)
+    for steps in (1, 2, 1, 3):
+        _, state = model(torch.randn(2, steps, IN), state)
+        empty = ~state["valid"][:, None, :, None, None].expand_as(state["keys"])
+        assert (state["keys"][empty] == 0).all() and (state["values"][empty] == 0).all()
+        assert (state["keys"][~empty] != 0).all()
+    assert state["valid"].sum(1).tolist() == [6, 6]
+
+
 def test_step_gradients_equal_sequence_gradients_to_second_order() -> None:
     """The Adapter and MAML differentiate through step-mode states: gradients (and gradients of
     gradients) of a loss over steps equal those over the sequence, for parameters and state."""
