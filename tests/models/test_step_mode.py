@@ -43,12 +43,13 @@ def _close(a, b, atol: float) -> None:
 
 
 @pytest.mark.parametrize("name", STEP_MODELS)
-def test_step_gradients_equal_one_step_sequence_to_second_order(name: str) -> None:
+@pytest.mark.parametrize("batch", [1, 3])
+def test_step_gradients_equal_one_step_sequence_to_second_order(name: str, batch: int) -> None:
     """d loss / d params and a Hessian-vector product, step mode vs a length-1 sequence (float64)."""
     model = _model(name, torch.float64)
     params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
-    x = torch.randn(3, IN, dtype=torch.float64)
-    state = _random_state(model, 3, torch.float64)
+    x = torch.randn(batch, IN, dtype=torch.float64)
+    state = _random_state(model, batch, torch.float64)
     directions = {k: torch.randn_like(v) for k, v in params.items()}
 
     def grads_and_hvp(one_step: bool):
@@ -69,14 +70,15 @@ def test_step_gradients_equal_one_step_sequence_to_second_order(name: str) -> No
 
 
 @pytest.mark.parametrize("name", STEP_MODELS)
-def test_vmapped_functional_step_equals_per_task_steps(name: str) -> None:
+@pytest.mark.parametrize("batch", [1, 2])
+def test_vmapped_functional_step_equals_per_task_steps(name: str, batch: int) -> None:
     """MAML's batched path through step mode: vmap over tasks of functional_call on one step."""
     model = _model(name)
     params = {k: v.detach() for k, v in model.named_parameters()}
     tasks = 3
     stacked = {k: torch.stack([v + 0.05 * i for i in range(tasks)]) for k, v in params.items()}
-    xs = torch.randn(tasks, 2, IN)
-    states = tree_map(lambda t: torch.randn(tasks, *t.shape), model.init_state(2))
+    xs = torch.randn(tasks, batch, IN)
+    states = tree_map(lambda t: torch.randn(tasks, *t.shape), model.init_state(batch))
 
     def run(p, xb, sb):
         return functional_call(model, p, (xb, sb))
