@@ -133,19 +133,27 @@ def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: T
     rows = batch * chunks
     pow_re, pow_im = lambda_powers(log_mag, phase, size + 1)  # (N, C + 1)
 
-    # Within a chunk, G_t = sum_{s <= t} lambda^(t-s) x_s: one batched matmul with the real form
-    # [[Re W, -Im W], [Im W, Re W]] of the Toeplitz matrix W[t, s] = lambda^(t-s) [t >= s].
-    lag, causal = _toeplitz_index(size, x.dtype, x.device)
-    w_re, w_im = pow_re[:, lag] * causal, pow_im[:, lag] * causal
-    toeplitz = torch.cat([torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1)  # (N, 2C, 2C)
-    x_rows = x.reshape(n, 2 * size, rows)
-    g = torch.bmm(toeplitz, x_rows)  # (N, 2C, rows), rows of the result ordered (re/im, t)
+    # Within a chunk, G_t = sum_{s <= t} lambda^(t-s) x_s.
+    ends: Tensor | None = None
+    if rows <= _ROTATE_MAX_ROWS_PER_STEP * size:
+        g = _rotated_toeplitz_product(log_mag, phase, x.reshape(n, 2, size, rows)).reshape(n, 2 * size, rows)
+    else:
+        # One batched matmul with the real form [[Re W, -Im W], [Im W, Re W]] of the Toeplitz
+        # matrix W[t, s] = lambda^(t-s) [t >= s].
+        lag, causal = _toeplitz_index(size, x.dtype, x.device)
+        w_re, w_im = pow_re[:, lag] * causal, pow_im[:, lag] * causal
+        toeplitz = torch.cat([torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1)  # (N, 2C, 2C)
+        x_rows = x.reshape(n, 2 * size, rows)
+        g = torch.bmm(toeplitz, x_rows)  # (N, 2C, rows), rows of the result ordered (re/im, t)
+        if reset is None:
+            # The chunk-end states, from the last row of each plane: (N, 2, rows).
+            ends = torch.bmm(toeplitz.reshape(n, 2, size, 2 * size)[:, :, -1], x_rows)
 
     carry_mask: Tensor | None = None
     chunk_reset: Tensor | None = None
     if reset is None:
-        # The chunk-end states, from the last row of each plane: (N, 2, rows).
-        ends = torch.bmm(toeplitz.reshape(n, 2, size, 2 * size)[:, :, -1], x_rows)
+        if ends is None:
+            ends = g.reshape(n, 2, size, rows)[:, :, -1]
     else:
         g, carry_mask = _cut_at_resets(g.reshape(n, 2, size, batch, chunks), pow_re, pow_im, reset)
         ends = g[:, :, -1].reshape(n, 2, rows)
@@ -177,6 +185,57 @@ def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: T
     else:
         h = g + torch.bmm(lift, h_in) * carry_mask.reshape(1, size, rows).repeat(1, 2, 1)
     return h.reshape(n, 2, size, batch, chunks)
+
+
+_ROTATE_MAX_ROWS_PER_STEP = 2
+"""``chunked_scan`` takes the rotated path while B * chunks <= this x C (measured, 1 thread: at
+C = 32 it is the faster one up to a few hundred rows, the real Toeplitz form beyond)."""
+
+
+def _rotated_toeplitz_product(log_mag: Tensor, phase: Tensor, x: Tensor) -> Tensor:
+    """G_t = sum_{s <= t} lambda^(t-s) x_s for x (N, 2, C, rows) -> (N, 2, C, rows).
+
+    lambda^(t-s) = e^(i t phi) |lambda|^(t-s) e^(-i s phi): rotate x by e^(-i s phi), apply the
+    real (C, C) matrix |lambda|^(t-s) [t >= s] to both planes at once, rotate back by e^(i t phi).
+    The matrix is built elementwise (no gather, whose backward is a slow accumulating
+    index_put) and is a quarter of the real form's size; the matmul does half its work. The
+    rotations are extra elementwise work on x, so this wins where rows are few against C^2.
+    """
+    n, _, size, rows = x.shape
+    dtype = log_mag.dtype  # phase may come wider (the upper levels' arg(lambda^C))
+    wide = _wide(dtype)
+    angle = phase.to(wide).unsqueeze(1) * torch.arange(size, device=phase.device, dtype=wide)
+    cos, sin = torch.cos(angle).to(dtype).unsqueeze(-1), torch.sin(angle).to(dtype).unsqueeze(-1)  # (N, C, 1)
+    lag, causal = _lag_grid(size, dtype, log_mag.device)
+    decay = torch.exp(lag * log_mag.reshape(-1, 1, 1)) * causal  # (N, C, C)
+    x_re, x_im = x[:, 0], x[:, 1]
+    y = torch.cat([torch.addcmul(cos * x_re, sin, x_im), torch.addcmul(cos * x_im, sin, x_re, value=-1)], -1)
+    m = torch.bmm(decay, y)  # (N, C, 2 rows)
+    m_re, m_im = m[..., :rows], m[..., rows:]
+    return torch.stack([torch.addcmul(cos * m_re, sin, m_im, value=-1), torch.addcmul(cos * m_im, sin, m_re)], 1)
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """float64 for the phase tables of the low-precision float dtypes, else ``dtype`` itself."""
+    return torch.float64 if dtype in (torch.float16, torch.bfloat16, torch.float32) else dtype
+
+
+_LAG_GRID: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+
+def _lag_grid(size: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """max(t - s, 0) and the causal mask [t >= s] as (C, C) tensors in ``dtype``, made once per
+    (size, dtype, device)."""
+    key = (size, dtype, device)
+    found = _LAG_GRID.get(key)
+    if found is not None:
+        return found
+    lag, causal = _toeplitz_index(size, dtype, device)
+    with torch.inference_mode(False):
+        made = (lag.to(dtype), causal)
+    if all(type(t) is Tensor for t in made):
+        _LAG_GRID[key] = made
+    return made
 
 
 _TOEPLITZ_INDEX: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
