@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from models import scan
 from models.scan import chunked_scan, diagonal_scan, from_chunks, linear_scan, to_chunks
 from models.ssm import SSM, SSMConfig
 
@@ -75,9 +76,17 @@ def _diag_reference(log_mag, phase, x, h0, reset):
     return torch.stack([h.real, h.imag], dim=1).permute(3, 1, 0, 2)  # (N, 2, B, T)
 
 
+# chunked_scan's two within-chunk products: the real Toeplitz form and the rotated one.
+_PATHS = {"real": 0.0, "rotated": 1e9}
+
+
+@pytest.mark.parametrize("path", sorted(_PATHS))
 @pytest.mark.parametrize("with_reset", [False, True])
 @pytest.mark.parametrize(("steps", "chunk"), [(1, 4), (9, 4), (37, 4), (100, 8), (300, 3), (64, 64)])
-def test_diagonal_scan_equals_loop(steps: int, chunk: int, with_reset: bool) -> None:
+def test_diagonal_scan_equals_loop(
+    steps: int, chunk: int, with_reset: bool, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scan, "_ROTATE_MAX_ROWS_PER_STEP", _PATHS[path])
     torch.manual_seed(steps)
     n, batch = 5, 3
     log_mag = -torch.rand(n, dtype=torch.float64) * 2 - 1e-3
@@ -92,6 +101,31 @@ def test_diagonal_scan_equals_loop(steps: int, chunk: int, with_reset: bool) -> 
         reset[2, :] = False
     out = diagonal_scan(log_mag, phase, x, h0, reset, chunk)
     torch.testing.assert_close(out, _diag_reference(log_mag, phase, x, h0, reset), atol=1e-10, rtol=0)
+
+
+def test_scan_paths_agree_in_first_and_second_derivatives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rotated and the real Toeplitz product give the same gradients, and the same gradient
+    of a gradient (MAML's second order flows through the scan), in float64."""
+    torch.manual_seed(3)
+    n, batch, steps = 4, 3, 21
+    inputs = (
+        -torch.rand(n, dtype=torch.float64) - 1e-3,
+        torch.rand(n, dtype=torch.float64) * 2 * math.pi,
+        torch.randn(n, 2, batch, steps, dtype=torch.float64),
+        torch.randn(n, 2, batch, dtype=torch.float64),
+    )
+    reset = torch.rand(batch, steps) < 0.2
+    weight = torch.randn(n, 2, batch, steps, dtype=torch.float64)
+    results = []
+    for value in _PATHS.values():
+        monkeypatch.setattr(scan, "_ROTATE_MAX_ROWS_PER_STEP", value)
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        loss = (diagonal_scan(*leaves, reset=reset, chunk=8) * weight).sum()
+        grads = torch.autograd.grad(loss, leaves, create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in grads), leaves)
+        results.append([t.detach() for t in (loss, *grads, *second)])
+    for real, rotated in zip(*results, strict=True):
+        torch.testing.assert_close(rotated, real, atol=1e-9, rtol=1e-9)
 
 
 def test_chunked_scan_layout_round_trip_and_fp32_accuracy() -> None:
