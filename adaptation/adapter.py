@@ -3,6 +3,7 @@
     adapter = Adapter(model, AdaptationConfig(lr=1e-3, num_steps=5), strategy="online")
     info = adapter.adapt({"x": x, "y": y})         # x (B, T, D) or (B, D)
     loss, steps = adapter.update_step(x, y, state)  # streaming: one window, state held fixed
+    pred, state, loss, steps = adapter.predict_then_update(x, y, state)  # predict, then adapt
     feats = adapter.observe(logits, features=x)     # entropy, confidence, feature shift
     with adapter.session():                         # weights restored on exit
         ...
@@ -85,6 +86,7 @@ class Adapter:
         self.monitor = FeatureShift(decay=config.monitor_decay)
         self.last_info: dict[str, Any] | None = None
         self._start = guards.Checkpoint(tensors, model, self.optimizer, self.anchor)
+        self._first: list[tuple[Tensor, State]] = []
 
     def _tensors(self) -> list[nn.Parameter]:
         return [p for _, p in self.params]
@@ -116,8 +118,13 @@ class Adapter:
         state = self._init_state(x.shape[0]) if state is None else _detach(state)
         objective: LossFn = loss_fn if loss_fn is not None else self.strategy.objective
 
+        first: list[tuple[Tensor, State]] = []  # outputs and end state at the incoming weights
+        self._first = first
+
         def evaluate() -> Tensor:
-            outputs, _ = self.model(x, state, reset=reset)
+            outputs, end = self.model(x, state, reset=reset)
+            if not first:
+                first.append((outputs.detach(), _detach(end)))
             loss = objective(outputs, y)
             if not isinstance(loss, Tensor) or loss.numel() != 1:
                 raise ValueError(f"loss_fn: expected a scalar tensor, got {loss!r}")
@@ -169,18 +176,20 @@ class Adapter:
     def _step(self, params: list[nn.Parameter], grads: list[Tensor]) -> None:
         """One optimiser step, then the step bound and trust region, then the anchor update."""
         cfg = self.config
-        old = [p.detach().clone() for p in params]
+        guarded = cfg.max_param_step is not None or cfg.trust_region is not None
+        old = [p.detach().clone() for p in params] if guarded else []
         outside: list[Tensor | None] = [p.grad for p in params]  # the caller's gradients stay theirs
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         self.optimizer.step()
         for p, kept in zip(params, outside, strict=True):
             p.grad = kept
-        with torch.no_grad():
-            proposed = [p.detach() for p in params]
-            accepted = guards.guard_update(old, proposed, self.anchor, cfg.max_param_step, cfg.trust_region)
-            for p, a in zip(params, accepted, strict=True):
-                p.copy_(a)
+        if guarded:  # without a bound or trust region the proposal is accepted as it is
+            with torch.no_grad():
+                proposed = [p.detach() for p in params]
+                accepted = guards.guard_update(old, proposed, self.anchor, cfg.max_param_step, cfg.trust_region)
+                for p, a in zip(params, accepted, strict=True):
+                    p.copy_(a)
         self.anchor = guards.ema_update(self.anchor, params, cfg.anchor_decay)
 
     def _roll_back(self, start: guards.Checkpoint, info: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +214,27 @@ class Adapter:
         """
         info = self.adapt({"x": x, "y": y, "state": state})
         return info["loss_before"], info["steps"]
+
+    def predict_then_update(
+        self, x: Tensor, y: Tensor, state: State = None, reset: Tensor | None = None
+    ) -> tuple[Tensor, State, float, int]:
+        """One prequential step on a stream window: predict it, then adapt on it.
+
+        Equal to ``model(x, state, reset=reset)`` under ``no_grad`` followed by
+        ``adapt({"x", "y", "state", "reset"})``, but the prediction is the adaptation's first
+        forward pass (the same weights, inputs and state), so the window is run once less.
+
+        Returns:
+            ``(outputs, end_state, loss, steps)``: the outputs and the state after the window at
+            the weights the window arrived to (both detached), the loss there and the number of
+            steps kept. The full dict is in ``last_info``.
+
+        Shapes:
+            x: (B, T, D); y: the outputs' shape; reset: (B, T) bool or None.
+        """
+        info = self.adapt({"x": x, "y": y, "state": state, "reset": reset})
+        outputs, end = self._first[0]
+        return outputs, end, info["loss_before"], info["steps"]
 
     # ---- monitoring ----------------------------------------------------------------------
 

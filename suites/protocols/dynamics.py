@@ -130,6 +130,8 @@ class Windows:
     support_y: Tensor
     query_x: Tensor
     query_y: Tensor
+    _support_xy: Tensor = dataclasses.field(init=False, repr=False, compare=False)
+    _query_xy: Tensor = dataclasses.field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_data(cls, data: TaskData, s: DynamicsSettings) -> Windows:
@@ -146,10 +148,15 @@ class Windows:
 
         return cls(support[..., :d], with_valid(support), query[..., :d], with_valid(query))
 
+    def __post_init__(self) -> None:
+        # [x, y] of support and query, joined once: every training step samples from them
+        object.__setattr__(self, "_support_xy", torch.cat([self.support_x, self.support_y], -1))
+        object.__setattr__(self, "_query_xy", torch.cat([self.query_x, self.query_y], -1))
+
     def batch(self, task_idx: np.ndarray, s: DynamicsSettings, rng: np.random.Generator) -> TaskBatch:
         d = self.support_x.shape[-1]
-        support = sample_windows(torch.cat([self.support_x, self.support_y], -1), task_idx, s.support_windows, rng)
-        query = sample_windows(torch.cat([self.query_x, self.query_y], -1), task_idx, s.query_windows, rng)
+        support = sample_windows(self._support_xy, task_idx, s.support_windows, rng)
+        query = sample_windows(self._query_xy, task_idx, s.query_windows, rng)
         return TaskBatch(support[..., :d], support[..., d:], query[..., :d], query[..., d:])
 
 
@@ -278,9 +285,15 @@ def _online_errors(model: SequenceModel, streams: list[tuple[Tensor, Tensor, Ten
     window is predicted with the current weights first; with the Adapter, the model then takes
     ``adapter_steps`` steps on that window (its targets are observed now) before the next window.
     """
+    if not with_adapter:
+        # the weights never change, so the streams run side by side as one batch
+        x, y, starts = (torch.cat(parts) for parts in zip(*streams, strict=True))
+        with torch.no_grad():
+            pred = _windowed(model, x, starts, s.adapter_window)
+        return (pred - y).pow(2).mean(-1).mean(0).tolist()
     config = AdaptationConfig(lr=s.adapter_lr, num_steps=s.adapter_steps, optimizer=s.adapter_optimizer,
                               grad_clip_norm=1.0)  # fmt: skip
-    adapter = Adapter(model, config, strategy="online" if with_adapter else "none")
+    adapter = Adapter(model, config, strategy="online")
     errors = []
     for x, y, starts in streams:
         with adapter.session():
@@ -289,11 +302,24 @@ def _online_errors(model: SequenceModel, streams: list[tuple[Tensor, Tensor, Ten
             for start in range(0, x.shape[1], s.adapter_window):
                 window = slice(start, start + s.adapter_window)
                 xw, yw, rw = x[:, window], y[:, window], starts[:, window]
-                with torch.no_grad():
-                    pred, next_state = model(xw, state, reset=rw)
+                # the prediction at the weights the window arrived to, then adaptation on it
+                pred, state, _, _ = adapter.predict_then_update(xw, yw, state, reset=_any_reset(rw))
                 per_step.append((pred - yw).pow(2).mean(-1)[0])
-                if with_adapter:
-                    adapter.update_step(xw, yw, state)
-                state = next_state
             errors.append(torch.cat(per_step))
     return torch.stack(errors).mean(0).tolist()
+
+
+def _windowed(model: SequenceModel, x: Tensor, starts: Tensor, window: int) -> Tensor:
+    """The model's outputs over (B, T, D) inputs, run ``window`` steps at a time with the state carried."""
+    state = model.init_state(x.shape[0])
+    outputs = []
+    for start in range(0, x.shape[1], window):
+        part = slice(start, start + window)
+        pred, state = model(x[:, part], state, reset=_any_reset(starts[:, part]))
+        outputs.append(pred)
+    return torch.cat(outputs, dim=1)
+
+
+def _any_reset(reset: Tensor) -> Tensor | None:
+    """``reset``, or None when it resets nowhere: the same outputs, without the reset path's cost."""
+    return reset if bool(reset.any()) else None

@@ -288,3 +288,27 @@ def test_none_strategy_measures_without_updating(name: str) -> None:
     assert info["loss"] == info["loss_before"] == pytest.approx(mse, rel=1e-6)
     assert info["steps"] == 0 and not info["updated"]
     assert_same(m, start)
+
+
+def test_predict_then_update_equals_a_prediction_then_adapt(name: str) -> None:
+    """The prediction is the adaptation's first forward: the same outputs, end state and weights."""
+    m = model(name)
+    reference = copy.deepcopy(m)
+    x, y = torch.randn(2, 7, IN), torch.randn(2, 7, OUT)
+    reset = torch.zeros(2, 7, dtype=torch.bool)
+    reset[1, 4] = True  # a new episode inside the window
+    _, state = m(torch.randn(2, 3, IN), m.init_state(2))
+    state_copy = tree_map(lambda t: t.detach().clone(), state)
+    cfg = AdaptationConfig(lr=1e-2, num_steps=3, optimizer="sgd")
+
+    pred, end, loss, steps = Adapter(m, cfg).predict_then_update(x, y, state, reset=reset)
+
+    with torch.no_grad():
+        ref_pred, ref_end = reference(x, state_copy, reset=reset)
+    info = Adapter(reference, cfg).adapt({"x": x, "y": y, "state": state_copy, "reset": reset})
+    assert torch.equal(pred, ref_pred) and not pred.requires_grad
+    for a, b in zip(tree_flatten(end)[0], tree_flatten(ref_end)[0], strict=True):
+        assert torch.equal(a, b) and not a.requires_grad
+    assert (loss, steps) == (info["loss_before"], info["steps"]) and steps == 3
+    for (k, p), (_, q) in zip(m.named_parameters(), reference.named_parameters(), strict=True):
+        assert torch.equal(p, q), k

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from adaptation import AdaptationConfig, Adapter
 from adaptation.guards import (
+    all_finite,
     bound_step,
     clip_by_total_norm,
     ema_update,
@@ -43,6 +46,20 @@ def test_clip_by_total_norm_matches_torch() -> None:
     huge, norm = clip_by_total_norm([torch.full((4,), 1e30)], 1.0)
     assert norm == pytest.approx(2e30, rel=1e-6)
     assert total_norm(huge) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_total_norm_and_all_finite_over_mixed_dtypes() -> None:
+    ts = [torch.randn(3, 4), torch.randn(5, dtype=torch.float64), torch.randn(2, 3, dtype=torch.complex64)]
+    # the norm of the per-tensor float64 norms, bit for bit (complex elements as pairs of reals)
+    norms = [torch.linalg.vector_norm(torch.view_as_real(t) if t.is_complex() else t, dtype=torch.float64)
+             for t in ts]  # fmt: skip
+    assert total_norm(ts) == float(torch.linalg.vector_norm(torch.stack(norms)))
+    assert total_norm([]) == 0.0
+    assert all_finite(ts) and all_finite([])
+    for i, bad in enumerate([math.nan, math.inf, complex(0.0, math.nan)]):
+        broken = [t.clone() for t in ts]
+        broken[i if i < 2 else 2].view(-1)[1] = bad
+        assert not all_finite(broken), bad
 
 
 def test_project_to_ball_is_the_radial_projection() -> None:
