@@ -134,7 +134,6 @@ def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: T
     pow_re, pow_im = lambda_powers(log_mag, phase, size + 1)  # (N, C + 1)
 
     # Within a chunk, G_t = sum_{s <= t} lambda^(t-s) x_s.
-    ends: Tensor | None = None
     if rows <= _ROTATE_MAX_ROWS_PER_STEP * size:
         g = _rotated_toeplitz_product(log_mag, phase, x.reshape(n, 2, size, rows)).reshape(n, 2 * size, rows)
     else:
@@ -145,15 +144,11 @@ def chunked_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor, reset: T
         toeplitz = torch.cat([torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1)  # (N, 2C, 2C)
         x_rows = x.reshape(n, 2 * size, rows)
         g = torch.bmm(toeplitz, x_rows)  # (N, 2C, rows), rows of the result ordered (re/im, t)
-        if reset is None:
-            # The chunk-end states, from the last row of each plane: (N, 2, rows).
-            ends = torch.bmm(toeplitz.reshape(n, 2, size, 2 * size)[:, :, -1], x_rows)
 
     carry_mask: Tensor | None = None
     chunk_reset: Tensor | None = None
     if reset is None:
-        if ends is None:
-            ends = g.reshape(n, 2, size, rows)[:, :, -1]
+        ends = g.reshape(n, 2, size, rows)[:, :, -1]  # the chunk-end states, (N, 2, rows)
     else:
         g, carry_mask = _cut_at_resets(g.reshape(n, 2, size, batch, chunks), pow_re, pow_im, reset)
         ends = g[:, :, -1].reshape(n, 2, rows)
