@@ -202,8 +202,9 @@ def _rotated_toeplitz_product(log_mag: Tensor, phase: Tensor, x: Tensor) -> Tens
     wide = _wide(dtype)
     angle = phase.to(wide).unsqueeze(1) * torch.arange(size, device=phase.device, dtype=wide)
     cos, sin = torch.cos(angle).to(dtype).unsqueeze(-1), torch.sin(angle).to(dtype).unsqueeze(-1)  # (N, C, 1)
-    lag, causal = _lag_grid(size, dtype, log_mag.device)
-    decay = torch.exp(lag * log_mag.reshape(-1, 1, 1)) * causal  # (N, C, C)
+    # tril, not a product with the causal mask: under vmap the mask's product and its backward
+    # cost far more (measured: the MAML meta-update ~20% faster).
+    decay = torch.exp(_lag_grid(size, dtype, log_mag.device) * log_mag.reshape(-1, 1, 1)).tril()  # (N, C, C)
     x_re, x_im = x[:, 0], x[:, 1]
     y = torch.cat([torch.addcmul(cos * x_re, sin, x_im), torch.addcmul(cos * x_im, sin, x_re, value=-1)], -1)
     m = torch.bmm(decay, y)  # (N, C, 2 rows)
@@ -216,20 +217,18 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float16, torch.bfloat16, torch.float32) else dtype
 
 
-_LAG_GRID: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+_LAG_GRID: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
 
 
-def _lag_grid(size: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """max(t - s, 0) and the causal mask [t >= s] as (C, C) tensors in ``dtype``, made once per
-    (size, dtype, device)."""
+def _lag_grid(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """max(t - s, 0) as a (C, C) tensor in ``dtype``, made once per (size, dtype, device)."""
     key = (size, dtype, device)
     found = _LAG_GRID.get(key)
     if found is not None:
         return found
-    lag, causal = _toeplitz_index(size, dtype, device)
-    with torch.inference_mode(False):
-        made = (lag.to(dtype), causal)
-    if all(type(t) is Tensor for t in made):
+    with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
+        made = _toeplitz_index(size, dtype, device)[0].to(dtype)
+    if type(made) is Tensor:  # not a tracing mode's fake tensor
         _LAG_GRID[key] = made
     return made
 
