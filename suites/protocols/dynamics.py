@@ -19,6 +19,7 @@ inside ``session()``, which restores the weights after each stream.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 
@@ -168,10 +169,7 @@ def run(cell: Cell) -> list[Measurement]:
 
     # 1. data: training and held-out tasks, normalised with training statistics only
     train_params = dist.sample(s.train_tasks, rng)
-    test_params = dist.test_tasks(s.test_tasks)
-    train_data = collect(dist, train_params, s.episodes_per_task, s.horizon, seed=cell.seed)
-    test_data = collect(dist, test_params, s.episodes_per_task, s.horizon, seed=10_000 + cell.seed)
-    normalizer = fit_normalizer(train_data)
+    train_data, test_data, normalizer, streams = _cell_data(cell.task, tuple(train_params), s, cell.seed)
     train = Windows.from_data(normalizer.apply(train_data), s)
     test = Windows.from_data(normalizer.apply(test_data), s)
 
@@ -191,7 +189,6 @@ def run(cell: Cell) -> list[Measurement]:
     model.eval()
     query_curve = _query_mse(maml, test, s)
     adapt_ms, step_ms = _latencies(maml, test, s)
-    streams = _streams(dist, test_params, normalizer, s, seed=20_000 + cell.seed)
     for arm in cell.arms:
         with_adapter = arm.endswith("+adapter")
         if not with_adapter:
@@ -200,6 +197,24 @@ def run(cell: Cell) -> list[Measurement]:
         out += [Measurement(arm, "online_mse", t - s.switch_at, e) for t, e in enumerate(errors)]
         out += [Measurement(arm, "time_adapt_ms", 0, adapt_ms), Measurement(arm, "time_step_ms", 0, step_ms)]
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _cell_data(
+    task: str, train_params: tuple[TaskParams, ...], s: DynamicsSettings, seed: int
+) -> tuple[TaskData, TaskData, Normalizer, list[tuple[Tensor, Tensor, Tensor]]]:
+    """Training and held-out data, the normaliser and the switching streams of one cell.
+
+    They depend only on the task, the sampled training tasks, the settings and the seed, not on
+    the model or the arm, so a worker process that runs several cells of one seed collects them
+    once (all seeded; nothing downstream writes into them, and no global random stream is used).
+    """
+    dist = get_task(task)
+    test_params = dist.test_tasks(s.test_tasks)
+    train_data = collect(dist, list(train_params), s.episodes_per_task, s.horizon, seed=seed)
+    test_data = collect(dist, test_params, s.episodes_per_task, s.horizon, seed=10_000 + seed)
+    normalizer = fit_normalizer(train_data)
+    return train_data, test_data, normalizer, _streams(dist, test_params, normalizer, s, seed=20_000 + seed)
 
 
 Curve = list[tuple[int, float]]

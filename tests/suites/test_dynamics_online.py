@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +11,13 @@ import torch
 
 from adaptation import AdaptationConfig, Adapter
 from models import make_model
+from suites.protocols import dynamics
+from suites.protocols.base import Cell
 from suites.protocols.dynamics import DynamicsSettings, Windows, _online_errors
 from suites.protocols.windows import sample_windows
+from suites.runner import cell_seed, expand_cells, seed_everything
+from suites.spec import load_suite
+from tests.suites.tiny import write_tiny_suite
 
 S = DynamicsSettings(streams=3, stream_horizon=24, switch_at=12, adapter_window=5, adapter_steps=2)
 IN, OUT = 4, 3
@@ -77,3 +83,22 @@ def test_windows_batch_samples_the_joined_support_and_query() -> None:
     query = sample_windows(torch.cat([w.query_x, w.query_y], -1), idx, 2, rng)
     assert torch.equal(batch.support_x, support[..., :IN]) and torch.equal(batch.support_y, support[..., IN:])
     assert torch.equal(batch.query_x, query[..., :IN]) and torch.equal(batch.query_y, query[..., IN:])
+
+
+def test_a_cell_after_another_of_its_seed_reports_what_it_reports_alone(tmp_path: Path) -> None:
+    """The cached data of one seed serve its other cells without changing a row (or a random stream)."""
+    suite = load_suite(str(write_tiny_suite(tmp_path)))
+    cells = [c for c in expand_cells(suite) if c.protocol == "dynamics" and c.seed == 1]
+    first, second = cells[0], next(c for c in cells if c.model != cells[0].model and c.arm != cells[0].arm)
+
+    def rows(cell: Cell) -> list[tuple]:
+        seed_everything(cell_seed(cell))
+        return [tuple(m) for m in dynamics.run(cell) if not m.metric.startswith("time_")]
+
+    dynamics._cell_data.cache_clear()
+    alone = rows(second)
+    dynamics._cell_data.cache_clear()
+    rows(first)
+    after = rows(second)
+    assert dynamics._cell_data.cache_info().hits == 1
+    assert after == alone
