@@ -222,7 +222,9 @@ class Adapter:
 
         Equal to ``model(x, state, reset=reset)`` under ``no_grad`` followed by
         ``adapt({"x", "y", "state", "reset"})``, but the prediction is the adaptation's first
-        forward pass (the same weights, inputs and state), so the window is run once less.
+        forward pass (the same weights, inputs and state), so the window is run once less. (A
+        model whose kernels differ with autograd on, as torch's LSTM on CPU, gives outputs
+        equal to the ``no_grad`` ones up to float rounding.)
 
         Returns:
             ``(outputs, end_state, loss, steps)``: the outputs and the state after the window at

@@ -306,9 +306,12 @@ def test_predict_then_update_equals_a_prediction_then_adapt(name: str) -> None:
     with torch.no_grad():
         ref_pred, ref_end = reference(x, state_copy, reset=reset)
     info = Adapter(reference, cfg).adapt({"x": x, "y": y, "state": state_copy, "reset": reset})
-    assert torch.equal(pred, ref_pred) and not pred.requires_grad
+    # equal up to float rounding: some kernels (torch's LSTM on CPU) differ with autograd on
+    torch.testing.assert_close(pred, ref_pred, rtol=1e-6, atol=1e-7)
+    assert not pred.requires_grad
     for a, b in zip(tree_flatten(end)[0], tree_flatten(ref_end)[0], strict=True):
-        assert torch.equal(a, b) and not a.requires_grad
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert not a.requires_grad
     assert (loss, steps) == (info["loss_before"], info["steps"]) and steps == 3
     for (k, p), (_, q) in zip(m.named_parameters(), reference.named_parameters(), strict=True):
         assert torch.equal(p, q), k
