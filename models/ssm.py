@@ -48,6 +48,10 @@ _MIN_DECAY = 1e-6
 """log|lambda| <= -_MIN_DECAY, so |lambda| <= 0.999999 < 1 even where exp(nu_log) underflows."""
 
 
+_SEGMENT_TOKENS = 8192
+"""Sequence mode runs at most about this many tokens (B x steps) at once; see ``_run_segments``."""
+
+
 _CONSTANTS: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
 
@@ -262,10 +266,27 @@ class SSM(SequenceModel):
         return F.linear(h, head.weight, head.bias), tuple(new_state)
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        return self._run(x, state, None)
+        return self._run_segments(x, state, None)
 
     def _forward_sequence_with_reset(self, x: Tensor, state: State, reset: Tensor) -> tuple[Tensor, State]:
-        return self._run(x, state, reset)
+        return self._run_segments(x, state, reset)
+
+    def _run_segments(self, x: Tensor, state: State, reset: Tensor | None) -> tuple[Tensor, State]:
+        """``_run`` over consecutive segments of about ``_SEGMENT_TOKENS`` tokens, the state carried.
+
+        Exact (a sequence continues from any state), and each op's tensors stay cache-sized: on
+        one long sequence every per-token op runs out of cache and the time grows faster than T.
+        """
+        batch, steps, _ = x.shape
+        span = max(self.chunk_size, _SEGMENT_TOKENS // max(batch, 1) // self.chunk_size * self.chunk_size)
+        if steps <= span:
+            return self._run(x, state, reset)
+        outputs = []
+        for start in range(0, steps, span):
+            part = reset[:, start : start + span] if reset is not None else None
+            y, state = self._run(x[:, start : start + span], state, part)
+            outputs.append(y)
+        return torch.cat(outputs, dim=1), state
 
     def _run(self, x: Tensor, state: State, reset: Tensor | None) -> tuple[Tensor, State]:
         batch, steps, _ = x.shape

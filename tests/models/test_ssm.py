@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from models import scan
+from models import ssm as ssm_module
 from models.scan import chunked_scan, diagonal_scan, from_chunks, linear_scan, to_chunks
 from models.ssm import SSM, SSMConfig
 
@@ -222,6 +223,26 @@ def test_sequence_equals_naive_reference_from_nonzero_state(steps: int, chunk: i
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
     for s, s_ref in zip(state, state_ref, strict=True):
         torch.testing.assert_close(s, s_ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("with_reset", [False, True])
+def test_segmented_sequence_equals_one_pass(with_reset: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long sequences run in segments with the state carried: outputs, final state and gradients
+    equal one pass over the whole sequence."""
+    model = _model(seed=4, chunk_size=4).double()
+    torch.manual_seed(5)
+    x = torch.randn(3, 50, model.config.input_dim, dtype=torch.float64)
+    state = tuple(torch.randn_like(s) for s in model.init_state(3))
+    reset = torch.rand(3, 50) < 0.1 if with_reset else None
+    results = []
+    for tokens in (10**9, 3 * 8):  # one pass; segments of 8 steps (the last one shorter)
+        monkeypatch.setattr(ssm_module, "_SEGMENT_TOKENS", tokens)
+        model.zero_grad()
+        y, new_state = model(x, state, reset)
+        (y.square().mean() + sum(s.square().sum() for s in new_state)).backward()
+        results.append([y.detach(), *new_state, *(p.grad.clone() for p in model.parameters())])
+    for one, segmented in zip(*results, strict=True):
+        torch.testing.assert_close(segmented, one, atol=1e-10, rtol=1e-10)
 
 
 def test_chunk_size_changes_speed_only() -> None:
