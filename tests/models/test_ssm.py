@@ -81,13 +81,18 @@ def _diag_reference(log_mag, phase, x, h0, reset):
 _PATHS = {"real": 0.0, "rotated": 1e9}
 
 
+def _take_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    monkeypatch.setattr(scan, "_ROTATE_MAX_ROWS_PER_STEP", _PATHS[path])
+    monkeypatch.setattr(scan, "_ROTATE_WITHOUT_TRANSFORMS", True)
+
+
 @pytest.mark.parametrize("path", sorted(_PATHS))
 @pytest.mark.parametrize("with_reset", [False, True])
 @pytest.mark.parametrize(("steps", "chunk"), [(1, 4), (9, 4), (37, 4), (100, 8), (300, 3), (64, 64)])
 def test_diagonal_scan_equals_loop(
     steps: int, chunk: int, with_reset: bool, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scan, "_ROTATE_MAX_ROWS_PER_STEP", _PATHS[path])
+    _take_path(monkeypatch, path)
     torch.manual_seed(steps)
     n, batch = 5, 3
     log_mag = -torch.rand(n, dtype=torch.float64) * 2 - 1e-3
@@ -118,8 +123,8 @@ def test_scan_paths_agree_in_first_and_second_derivatives(monkeypatch: pytest.Mo
     reset = torch.rand(batch, steps) < 0.2
     weight = torch.randn(n, 2, batch, steps, dtype=torch.float64)
     results = []
-    for value in _PATHS.values():
-        monkeypatch.setattr(scan, "_ROTATE_MAX_ROWS_PER_STEP", value)
+    for path in _PATHS:
+        _take_path(monkeypatch, path)
         leaves = [t.clone().requires_grad_() for t in inputs]
         loss = (diagonal_scan(*leaves, reset=reset, chunk=8) * weight).sum()
         grads = torch.autograd.grad(loss, leaves, create_graph=True)
