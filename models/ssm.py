@@ -52,6 +52,11 @@ _SEGMENT_TOKENS = 8192
 """Sequence mode runs at most about this many tokens (B x steps) at once; see ``_run_segments``."""
 
 
+_UNFUSED_MIN_TOKENS = 4096
+"""From this many tokens sequence mode forms x + a * b as a product and a sum, not addcmul (see
+``SSMBlock.mix_tokens``); on fewer, op count is what costs (MAML's per-task loop, 100 tokens)."""
+
+
 _CONSTANTS: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
 
@@ -170,7 +175,9 @@ class DiagonalRecurrence(nn.Module):
         x = (self._in_proj() @ z.T).reshape(states, 2, *chunk_shape)  # (N, 2, C, B, chunks)
         log_mag, phase = self.decay()
         h = chunked_scan(log_mag, phase, x, h0.permute(1, 2, 0), reset)  # (N, 2, C, B, chunks)
-        u = h.reshape(2 * states, -1).T @ self._out_proj().T + z * self.D  # not addcmul: see mix_tokens
+        read = h.reshape(2 * states, -1).T @ self._out_proj().T
+        # Product and sum rather than addcmul on many tokens: see SSMBlock.mix_tokens.
+        u = read + z * self.D if z.shape[0] >= _UNFUSED_MIN_TOKENS else torch.addcmul(read, z, self.D)
         return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
 
     def step_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -305,7 +312,7 @@ class SSM(SequenceModel):
         new_state = []
         for block, s in zip(self._blocks(), state, strict=True):
             u, s = block.recurrence.sequence(block.norm(h), s, resets, (size, batch, chunks), last)
-            h = block.mix_tokens(h, u)
+            h = block.mix_tokens(h, u) if h.shape[0] >= _UNFUSED_MIN_TOKENS else block.mix(h, u)
             new_state.append(s)
         y = self.head(h).reshape(size, batch, chunks, -1).permute(1, 2, 0, 3).reshape(batch, chunks * size, -1)
         return (y[:, :steps] if pad else y), tuple(new_state)
