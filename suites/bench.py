@@ -131,11 +131,16 @@ class TargetResult:
 # ---- the targets ---------------------------------------------------------------------------
 
 
-def ssm_vs_lstm(t: TargetSettings) -> TargetResult:
-    """lstm time / ssm time, forward+backward at T = seq_length, equal param_budget."""
+def ssm_vs_lstm(t: TargetSettings, models: list[str] | tuple[str, ...] = ()) -> TargetResult:
+    """lstm time / ssm time, forward+backward at T = seq_length, equal param_budget.
+
+    ``models`` are timed in the same interleaved series (their milliseconds go in the detail), so
+    the ratio of any two of them is measured side by side too.
+    """
     gen = torch.Generator().manual_seed(0)
+    names = ["ssm", "lstm", *sorted(set(models) - {"ssm", "lstm"})]
     fns = {}
-    for name in ("ssm", "lstm"):
+    for name in names:
         model = make_model(name, t.input_dim, t.output_dim, param_budget=t.param_budget, device=t.device)
         fns[name] = fwd_bwd_fn(model, t.batch_size, t.seq_length, gen, t.device)
     got = time_interleaved(fns, warmup=t.warmup, repeats=t.repeats, device=t.device)
@@ -143,7 +148,7 @@ def ssm_vs_lstm(t: TargetSettings) -> TargetResult:
     return TargetResult(
         f"ssm fwd+bwd speed-up over lstm (T={t.seq_length}, B={t.batch_size}, {t.param_budget} params)",
         ratio, t.min_speedup, True, "x",
-        f"ssm {got['ssm'].ms():.1f} ms, lstm {got['lstm'].ms():.1f} ms, medians of {t.repeats}",
+        ", ".join(f"{n} {got[n].ms():.1f} ms" for n in names) + f", medians of {t.repeats}",
     )  # fmt: skip
 
 
@@ -238,7 +243,7 @@ def suite_targets(t: TargetSettings, suite: str | None) -> list[TargetResult]:
 def run_targets(t: TargetSettings, suite: str | None, models: list[str]) -> list[TargetResult]:
     """Measure every target and print its line as soon as it is known (torch threads as set)."""
     steps: list[Callable[[], TargetResult | list[TargetResult]]] = [
-        lambda: ssm_vs_lstm(t),
+        lambda: ssm_vs_lstm(t, models),
         lambda: ssm_slope(t),
         *[(lambda m=m: maml_vmap_vs_loop(t, m)) for m in models],
         *[(lambda task=task: collection(t, task)) for task in t.collect_tasks],

@@ -33,6 +33,8 @@ def test_targets_at_tiny_sizes_print_one_line_each(capsys: pytest.CaptureFixture
     assert all(pattern.fullmatch(line.split("  (")[0]) for line in lines)
     assert [r.status for r in results[-2:]] == ["NOT MEASURED", "NOT MEASURED"]
     assert all(r.value is not None and r.value > 0 for r in results[:3])
+    # the other models are timed in the ssm-vs-lstm series too, their milliseconds in its detail
+    assert re.fullmatch(r"ssm [0-9.]+ ms, lstm [0-9.]+ ms, mlp [0-9.]+ ms, medians of 2", results[0].detail)
 
 
 def test_sweeps_run_a_suites_timing_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
