@@ -84,7 +84,9 @@ class TargetSettings:
     maml_windows: int = 4
     maml_length: int = 25
     maml_min_speedup: float = 3.0
-    collect_tasks: tuple[str, ...] = ("pendulum-mass-length", "halfcheetah-mass-damping", "ant-crippled-leg")
+    collect_tasks: tuple[str, ...] = (
+        "pendulum-mass-length", "halfcheetah-mass-damping", "ant-crippled-leg", "point-nav-2d"
+    )  # fmt: skip
     collect_min_ratio: float = 0.85
     parallel_min_efficiency: float = 0.90
     suite_max_s: float = 180.0
