@@ -186,8 +186,9 @@ def maml_vmap_vs_loop(t: TargetSettings, model_name: str) -> TargetResult:
 
 
 def collection(t: TargetSettings, task: str) -> TargetResult:
-    """collect steps/s over raw gymnasium steps/s (``suites.data.throughput``)."""
-    got = measure_throughput(task, tasks=2, episodes=4, horizon=200, repeats=t.repeats)
+    """collect steps/s over raw gymnasium steps/s (``suites.data.throughput`` at its default size:
+    4 tasks x 8 episodes x 200 steps, the figures of suites/tasks/README.md)."""
+    got = measure_throughput(task, repeats=t.repeats)
     return TargetResult(
         f"data collection / raw gymnasium stepping, {task}",
         got.ratio, t.collect_min_ratio, True, "",
