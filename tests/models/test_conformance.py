@@ -14,6 +14,7 @@ from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map
 
 from models import MODELS, count_params, load_model, make_model
+from tests.models.pytree_error import max_abs_error
 
 IN, OUT, WIDTH = 5, 3, 16
 ATOL = 1e-5
@@ -25,13 +26,6 @@ def _model(name: str, seed: int = 0):
     torch.manual_seed(seed)
     return make_model(name, IN, OUT, hidden_dim=WIDTH).eval()
 
-
-def _close(a, b, atol: float = ATOL) -> None:
-    la, _ = tree_flatten(a)
-    lb, _ = tree_flatten(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb, strict=True):
-        torch.testing.assert_close(x, y, atol=atol, rtol=0)
 
 
 def test_sequence_equals_steps_and_chunks(name: str) -> None:
@@ -46,16 +40,16 @@ def test_sequence_equals_steps_and_chunks(name: str) -> None:
         y_t, state = model(x[:, t], state)
         assert y_t.shape == (3, OUT)
         ys.append(y_t)
-    _close(torch.stack(ys, 1), y_seq)
-    _close(state, s_seq)
+    assert max_abs_error(torch.stack(ys, 1), y_seq) <= ATOL
+    assert max_abs_error(state, s_seq) <= ATOL
 
     for cuts in ([0, 7, 8, 23], [0, 1, 12, 22, 23]):
         state, ys = state0, []
         for a, b in itertools.pairwise(cuts):
             y_c, state = model(x[:, a:b], state)
             ys.append(y_c)
-        _close(torch.cat(ys, 1), y_seq)
-        _close(state, s_seq)
+        assert max_abs_error(torch.cat(ys, 1), y_seq) <= ATOL
+        assert max_abs_error(state, s_seq) <= ATOL
 
 
 def test_continues_from_a_nonzero_state(name: str) -> None:
@@ -67,8 +61,8 @@ def test_continues_from_a_nonzero_state(name: str) -> None:
     for t in range(30):
         y_t, state = model(x[:, t], state)
         ys.append(y_t)
-    _close(torch.stack(ys, 1), y_seq)
-    _close(state, s_seq)
+    assert max_abs_error(torch.stack(ys, 1), y_seq) <= ATOL
+    assert max_abs_error(state, s_seq) <= ATOL
 
 
 def test_reset_equals_separate_runs(name: str) -> None:
@@ -86,14 +80,14 @@ def test_reset_equals_separate_runs(name: str) -> None:
     y0b, s0 = model(x[:1, 6:], fresh)
     y1a, _ = model(x[1:, :13], fresh)
     y1b, s1 = model(x[1:, 13:], fresh)
-    _close(y[:1], torch.cat([y0a, y0b], 1))
-    _close(y[1:], torch.cat([y1a, y1b], 1))
-    _close(s, tree_map(lambda a, b: torch.cat([a, b]), s0, s1))
+    assert max_abs_error(y[:1], torch.cat([y0a, y0b], 1)) <= ATOL
+    assert max_abs_error(y[1:], torch.cat([y1a, y1b], 1)) <= ATOL
+    assert max_abs_error(s, tree_map(lambda a, b: torch.cat([a, b]), s0, s1)) <= ATOL
 
     # one-step mode with a (B,) reset equals starting that row fresh
     y_step, _ = model(x[:, 0], warm, reset=torch.tensor([True, False]))
     y_fresh, _ = model(x[:1, 0], fresh)
-    _close(y_step[:1], y_fresh)
+    assert max_abs_error(y_step[:1], y_fresh) <= ATOL
 
 
 def test_state_is_batch_first_and_rows_independent(name: str) -> None:
@@ -107,15 +101,15 @@ def test_state_is_batch_first_and_rows_independent(name: str) -> None:
     x2[2] = torch.randn(12, IN) * 3
     y2, s2 = model(x2, state)
     keep = [0, 1, 3]
-    _close(y[keep], y2[keep])
-    _close(tree_map(lambda t: t[keep], s), tree_map(lambda t: t[keep], s2))
+    assert max_abs_error(y[keep], y2[keep]) <= ATOL
+    assert max_abs_error(tree_map(lambda t: t[keep], s), tree_map(lambda t: t[keep], s2)) <= ATOL
     assert not torch.allclose(y[2], y2[2])
 
 
 def test_deterministic_under_seed(name: str) -> None:
     x = torch.randn(2, 8, IN)
     a, b = _model(name, seed=3), _model(name, seed=3)
-    _close(a(x, a.init_state(2))[0], b(x, b.init_state(2))[0], atol=0)
+    assert max_abs_error(a(x, a.init_state(2))[0], b(x, b.init_state(2))[0]) <= 0
     c = _model(name, seed=4)
     assert not torch.allclose(a(x, a.init_state(2))[0], c(x, c.init_state(2))[0])
 
@@ -138,8 +132,8 @@ def test_functional_call_and_vmap_equal_plain_call(name: str) -> None:
     state = model.init_state(2)
     y, s = model(x, state)
     y_f, s_f = functional_call(model, params, (x, state))
-    _close(y_f, y)
-    _close(s_f, s)
+    assert max_abs_error(y_f, y) <= ATOL
+    assert max_abs_error(s_f, s) <= ATOL
 
     # vmap over a leading task dimension: different weights and inputs per task
     tasks = 3
@@ -154,8 +148,8 @@ def test_functional_call_and_vmap_equal_plain_call(name: str) -> None:
     for i in range(tasks):
         p_i = {k: v[i] for k, v in stacked.items()}
         y_i, s_i = functional_call(model, p_i, (xs[i], state))
-        _close(y_v[i], y_i)
-        _close(tree_map(lambda t, i=i: t[i], s_v), s_i)
+        assert max_abs_error(y_v[i], y_i) <= ATOL
+        assert max_abs_error(tree_map(lambda t, i=i: t[i], s_v), s_i) <= ATOL
 
 
 def test_float64_model_gets_a_float64_state(name: str) -> None:
@@ -176,7 +170,7 @@ def test_save_load_round_trip(name: str, tmp_path) -> None:
     assert type(loaded) is type(model)
     assert loaded.config == model.config
     x = torch.randn(2, 6, IN)
-    _close(loaded.eval()(x, loaded.init_state(2))[0], model(x, model.init_state(2))[0], atol=0)
+    assert max_abs_error(loaded.eval()(x, loaded.init_state(2))[0], model(x, model.init_state(2))[0]) <= 0
 
 
 @pytest.mark.parametrize("budget", [10_000, 50_000, 1_000_000])

@@ -20,6 +20,7 @@ import models.lstm
 from models import make_model
 from models.base import SequenceModel, State
 from models.rnn_cells import gru_cells, lstm_cells
+from tests.models.pytree_error import max_abs_error
 
 IN, OUT, WIDTH, LAYERS = 5, 3, 16, 2
 ATOL = 1e-5
@@ -58,13 +59,6 @@ def _fused_call(model: SequenceModel, params: dict[str, Tensor], x: Tensor, stat
     return functional_call(model, params, (x, state))
 
 
-def _close(a, b, atol: float = ATOL) -> None:
-    la, _ = tree_flatten(a)
-    lb, _ = tree_flatten(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb, strict=True):
-        torch.testing.assert_close(x, y, atol=atol, rtol=0)
-
 
 @pytest.fixture
 def cell_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -95,8 +89,8 @@ def test_cells_equal_fused_in_values_and_gradients(name: str, num_layers: int, c
     y_fused, s_fused = _fused_call(model, params, x, state)
     assert cell_calls == [], "outside vmap the fused kernel must run"
     y_cells, s_cells = _cells_call(model, params, x, state)
-    _close(y_cells, y_fused)
-    _close(s_cells, s_fused)
+    assert max_abs_error(y_cells, y_fused) <= ATOL
+    assert max_abs_error(s_cells, s_fused) <= ATOL
     assert not torch.allclose(y_fused, torch.zeros_like(y_fused))
 
     # a loss on the outputs and the final state, so every path of the graph carries gradient
@@ -109,7 +103,7 @@ def test_cells_equal_fused_in_values_and_gradients(name: str, num_layers: int, c
     g_cells = torch.autograd.grad(loss(y_cells, s_cells), inputs)
     for g in g_fused:
         assert g.abs().sum() > 0
-    _close(g_cells, g_fused)
+    assert max_abs_error(g_cells, g_fused) <= ATOL
 
 
 def test_one_step_runs_the_cells_and_equals_the_fused_kernel(name: str, cell_calls) -> None:
@@ -121,12 +115,12 @@ def test_one_step_runs_the_cells_and_equals_the_fused_kernel(name: str, cell_cal
     assert cell_calls, "a single step must run the cells"
     y_seq, s_seq = _fused_call(model, params, x[:, None], state)  # length-1 sequence: fused
     assert len(cell_calls) == 1
-    _close(y_step, y_seq[:, 0])
-    _close(s_step, s_seq)
+    assert max_abs_error(y_step, y_seq[:, 0]) <= ATOL
+    assert max_abs_error(s_step, s_seq) <= ATOL
     inputs = [*params.values(), x]
     g_step = torch.autograd.grad(y_step.pow(2).sum(), inputs)
     g_seq = torch.autograd.grad(y_seq.pow(2).sum(), inputs)
-    _close(g_step, g_seq)
+    assert max_abs_error(g_step, g_seq) <= ATOL
 
 
 def test_vmap_uses_cells_and_equals_a_loop_over_tasks(name: str, cell_calls) -> None:
@@ -143,8 +137,8 @@ def test_vmap_uses_cells_and_equals_a_loop_over_tasks(name: str, cell_calls) -> 
     for i in range(tasks):
         pick = lambda t, i=i: t[i]  # noqa: E731
         y_i, s_i = _fused_call(model, tree_map(pick, stacked), xs[i], tree_map(pick, states))
-        _close(y_v[i], y_i)
-        _close(tree_map(pick, s_v), s_i)
+        assert max_abs_error(y_v[i], y_i) <= ATOL
+        assert max_abs_error(tree_map(pick, s_v), s_i) <= ATOL
     assert len(cell_calls) == calls_under_vmap, "the per-task loop must run the fused kernel"
 
 
@@ -156,7 +150,7 @@ def test_vmap_over_data_only_also_switches(name: str, cell_calls) -> None:
     y_v = vmap(lambda x: model(x, state)[0])(xs)
     assert cell_calls
     for i in range(3):
-        _close(y_v[i], model(xs[i], state)[0])
+        assert max_abs_error(y_v[i], model(xs[i], state)[0]) <= ATOL
 
 
 def _maml_objective(call, model: SequenceModel, params: dict[str, Tensor], batch) -> Tensor:
@@ -188,7 +182,7 @@ def test_second_order_gradients_match_between_paths(name: str) -> None:
 
     meta_fused = torch.autograd.grad(_maml_objective(_fused_call, model, params, batch), list(params.values()))
     meta_cells = torch.autograd.grad(_maml_objective(_cells_call, model, params, batch), list(params.values()))
-    _close(meta_cells, meta_fused)
+    assert max_abs_error(meta_cells, meta_fused) <= ATOL
 
     # the second-order term is really there: first-order MAML differs from it
     sx, sy, qx, qy, state = batch
@@ -219,9 +213,9 @@ def test_vmapped_maml_gradient_equals_per_task_loop(name: str, cell_calls) -> No
     states = tree_map(lambda *s: torch.stack(s), *[t[4] for t in tasks])
     per_task = vmap(task_loss, in_dims=(None, 0, 0, 0, 0, 0))(params, *stacked, states)
     assert cell_calls, "vmap(grad(model)) must reach the cells through the grad wrapper"
-    _close(per_task.mean(), loop)
+    assert max_abs_error(per_task.mean(), loop) <= ATOL
     meta_vmap = torch.autograd.grad(per_task.mean(), list(params.values()))
-    _close(meta_vmap, meta_loop)
+    assert max_abs_error(meta_vmap, meta_loop) <= ATOL
 
 
 def test_state_layout_is_batch_then_layers(name: str) -> None:

@@ -20,6 +20,7 @@ from models import registry as registry_module
 from models import ssm as ssm_module
 from models.layers import gelu_native
 from models.registry import _bisect_width, size_for_budget
+from tests.models.pytree_error import max_abs_error
 
 IN, OUT, WIDTH = 4, 3, 10
 STEP_MODELS = ["gru", "lstm", "mlp", "neural-state", "ssm"]
@@ -34,12 +35,6 @@ def _random_state(model, batch: int, dtype: torch.dtype = torch.float32):
     """A non-zero state, so the recurrence's state path matters."""
     return tree_map(lambda t: torch.randn(t.shape, dtype=dtype), model.init_state(batch))
 
-
-def _close(a, b, atol: float) -> None:
-    la, lb = tree_flatten(a)[0], tree_flatten(b)[0]
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb, strict=True):
-        torch.testing.assert_close(x, y, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("name", STEP_MODELS)
@@ -64,8 +59,8 @@ def test_step_gradients_equal_one_step_sequence_to_second_order(name: str, batch
 
     g_step, h_step = grads_and_hvp(True)
     g_seq, h_seq = grads_and_hvp(False)
-    _close(g_step, g_seq, atol=1e-10)
-    _close(h_step, h_seq, atol=1e-10)
+    assert max_abs_error(g_step, g_seq) <= 1e-10
+    assert max_abs_error(h_step, h_seq) <= 1e-10
     assert any(h.abs().sum() > 0 for h in h_step), "the Hessian-vector product is zero: nothing was tested"
 
 
@@ -87,8 +82,8 @@ def test_vmapped_functional_step_equals_per_task_steps(name: str, batch: int) ->
     for i in range(tasks):
         p_i = {k: v[i] for k, v in stacked.items()}
         y_i, s_i = functional_call(model, p_i, (xs[i], tree_map(lambda t, i=i: t[i], states)))
-        _close(y_v[i], y_i, atol=1e-5)
-        _close(tree_map(lambda t, i=i: t[i], s_v), s_i, atol=1e-5)
+        assert max_abs_error(y_v[i], y_i) <= 1e-5
+        assert max_abs_error(tree_map(lambda t, i=i: t[i], s_v), s_i) <= 1e-5
 
 
 @pytest.mark.parametrize("name", STEP_MODELS)
@@ -104,8 +99,8 @@ def test_steps_equal_sequence_at_mpc_batch_sizes(name: str, batch: int) -> None:
         for t in range(x.shape[1]):
             y_t, state = model(x[:, t], state)
             ys.append(y_t)
-    _close(torch.stack(ys, 1), y_seq, atol=1e-5)
-    _close(state, s_seq, atol=1e-5)
+    assert max_abs_error(torch.stack(ys, 1), y_seq) <= 1e-5
+    assert max_abs_error(state, s_seq) <= 1e-5
 
 
 @pytest.mark.parametrize("name", STEP_MODELS)
@@ -117,8 +112,8 @@ def test_float64_step_stays_float64_and_equals_sequence(name: str) -> None:
     assert y.dtype == torch.float64
     assert all(leaf.dtype == torch.float64 for leaf in tree_flatten(new_state)[0])
     y_seq, s_seq = model(x.unsqueeze(1), state)
-    _close(y, y_seq[:, 0], atol=1e-12)
-    _close(new_state, s_seq, atol=1e-12)
+    assert max_abs_error(y, y_seq[:, 0]) <= 1e-12
+    assert max_abs_error(new_state, s_seq) <= 1e-12
 
 
 def test_step_state_checks_name_the_batch_sizes() -> None:
@@ -133,7 +128,7 @@ def test_step_state_checks_name_the_batch_sizes() -> None:
     with pytest.raises(ValueError, match=r"state expected batch size 2.*got batch sizes \[\]"):
         model(torch.randn(2, IN), ())
     # A list state takes the pytree path and is accepted like the tuple.
-    _close(model(torch.randn(2, IN), list(state))[1], model(torch.randn(2, IN), state)[1], atol=10.0)
+    assert max_abs_error(model(torch.randn(2, IN), list(state))[1], model(torch.randn(2, IN), state)[1]) <= 10.0
     mlp = _model("mlp")
     with pytest.raises(ValueError, match=r"stateless model expected state \(\)"):
         mlp(torch.randn(2, IN), (torch.zeros(2),))
