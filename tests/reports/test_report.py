@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -199,35 +200,40 @@ def test_default_out_dir_is_reports_suite(tmp_path: Path, monkeypatch: pytest.Mo
     assert (tmp_path / "reports" / "synthetic" / "report.html").exists()
 
 
-def _one_line_error(path: Path, match: str) -> None:
-    with pytest.raises(ValueError, match=match) as info:
+def _report_error(path: Path) -> str:
+    """The message of the ValueError that building a report of ``path`` raises."""
+    with pytest.raises(ValueError) as info:
         build_report(path, path.parent / "out", FAST)
-    assert "\n" not in str(info.value)
-    assert str(path) in str(info.value)
+    return str(info.value)
 
 
 def test_unusable_directories_give_one_line_errors(tmp_path: Path) -> None:
-    _one_line_error(tmp_path / "nowhere", "expected a run directory, found nothing")
+    cases = [(tmp_path / "nowhere", "expected a run directory, found nothing")]
     (tmp_path / "empty").mkdir()
-    _one_line_error(tmp_path / "empty", "rows.parquet missing")
+    cases.append((tmp_path / "empty", "rows.parquet missing"))
 
     run = make_run_dir(tmp_path / "corrupt", seeds=2)
     (run / "rows.parquet").write_bytes(b"not a parquet file")
-    _one_line_error(run, "rows.parquet: cannot be read")
+    cases.append((run, "rows.parquet: cannot be read"))
 
     run = make_run_dir(tmp_path / "nocol", seeds=2)
     pd.read_parquet(run / "rows.parquet").drop(columns="value").to_parquet(run / "rows.parquet")
-    _one_line_error(run, r"missing column\(s\) \['value'\]")
+    cases.append((run, r"missing column\(s\) \['value'\]"))
 
     run = make_run_dir(tmp_path / "badmeta", seeds=2)
     (run / "meta.json").write_text("{not json")
-    _one_line_error(run, "meta.json: cannot be read")
+    cases.append((run, "meta.json: cannot be read"))
 
     run = make_run_dir(tmp_path / "norows", seeds=2)
     for stem in ("rows", "cells"):
         frame = pd.read_parquet(run / f"{stem}.parquet")
         frame.iloc[:0].to_parquet(run / f"{stem}.parquet")
-    _one_line_error(run, "empty run, no rows and no cells")
+    cases.append((run, "empty run, no rows and no cells"))
+
+    for path, pattern in cases:
+        message = _report_error(path)
+        assert re.search(pattern, message), message
+        assert "\n" not in message and str(path) in message, message
 
 
 def test_non_finite_values_are_dropped_and_counted(tmp_path: Path) -> None:
