@@ -222,8 +222,10 @@ def _slope_rows(arm: str, name: str, xs: list[int], ys: list[float], confidence:
 
 def fwd_bwd_fn(
     model: SequenceModel, batch: int, T: int, gen: torch.Generator, device: str = "cpu"
-) -> Callable[[], None]:
+) -> Callable[[], Tensor]:
     """One training step's work without the optimiser: MSE forward over (batch, T) and backward.
+
+    The returned callable gives back the loss (detached), so a caller can check the work was done.
 
     Shapes:
         x (batch, T, input_dim), targets (batch, T, output_dim).
@@ -231,21 +233,24 @@ def fwd_bwd_fn(
     x = torch.randn(batch, T, model.input_dim, generator=gen).to(device)
     y = torch.randn(batch, T, model.output_dim, generator=gen).to(device)
 
-    def fn() -> None:
+    def fn() -> Tensor:
         model.zero_grad(set_to_none=True)
         pred, _ = model(x, model.init_state(batch))
-        torch.nn.functional.mse_loss(pred, y).backward()
+        loss = torch.nn.functional.mse_loss(pred, y)
+        loss.backward()
+        return loss.detach()
 
     return fn
 
 
 def step_fn(
     model: SequenceModel, batch: int, taken: int, gen: torch.Generator, device: str = "cpu"
-) -> Callable[[], None]:
+) -> Callable[[], Tensor]:
     """One inference step (no gradients) from the state reached after ``taken`` steps.
 
     The state is reached by running sequence mode over ``taken`` steps; each timed call steps
-    from that same state, so every call measures the cost at the same state age.
+    from that same state, so every call measures the cost at the same state age. The callable
+    returns the step's output (batch, output_dim).
     """
     x_t = torch.randn(batch, model.input_dim, generator=gen).to(device)
     with torch.no_grad():
@@ -254,16 +259,17 @@ def step_fn(
             history = torch.randn(batch, taken, model.input_dim, generator=gen).to(device)
             _, state = model(history, state)
 
-    def fn() -> None:
+    def fn() -> Tensor:
         with torch.no_grad():
-            model(x_t, state)
+            y, _ = model(x_t, state)
+        return y
 
     return fn
 
 
 def maml_update_fn(
     model: SequenceModel, tasks: int, s: TimingSettings, gen: torch.Generator, *, vectorize: bool
-) -> Callable[[], None]:
+) -> Callable[[], float]:
     """One MetaMAML meta-update (inner loop, outer gradient, Adam step) over ``tasks`` tasks.
 
     Shapes:
@@ -278,7 +284,7 @@ def maml_update_fn(
     maml = MetaMAML(model, inner_lr=0.01, outer_lr=1e-3, num_inner_steps=s.maml_inner_steps,
                     first_order=s.maml_first_order, vectorize=vectorize)  # fmt: skip
 
-    def fn() -> None:
-        maml.meta_update(batch)
+    def fn() -> float:
+        return maml.meta_update(batch)
 
     return fn

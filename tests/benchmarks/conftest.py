@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,17 +55,17 @@ def norm_baseline(pytestconfig: pytest.Config) -> tuple[dict[str, float], float]
 @pytest.fixture
 def normalised(
     benchmark, request: pytest.FixtureRequest, norm_baseline: tuple[dict[str, float], float] | None
-) -> Callable[..., None]:
-    """``normalised(fn, rounds=5)``: benchmark ``fn`` and record (and check) its normalised figure."""
+) -> Callable[..., Any]:
+    """``normalised(fn, rounds=5)``: benchmark ``fn``, record (and check) its normalised figure, and
+    return what its last call returned, for the test to check the work was really done."""
     calibrate = calibration_op()
 
-    def run(fn: Callable[[], object], rounds: int = 5, warmup_rounds: int = 1) -> None:
+    def run(fn: Callable[[], Any], rounds: int = 5, warmup_rounds: int = 1) -> Any:
         if benchmark.disabled:  # --benchmark-disable: run once, only to check it executes
-            benchmark.pedantic(fn, rounds=1, iterations=1)
-            return
+            return benchmark.pedantic(fn, rounds=1, iterations=1)
         timer = getattr(benchmark, "_timer", None) or time.perf_counter
         calibration = median_time(calibrate, timer)
-        benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+        result = benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
         ratio = benchmark.stats.stats.median / calibration
         benchmark.extra_info["calibration_s"] = calibration
         benchmark.extra_info["normalised"] = ratio
@@ -72,5 +73,6 @@ def normalised(
             message = regression(request.node.nodeid, ratio, *norm_baseline)
             if message:
                 pytest.fail(message)
+        return result
 
     return run

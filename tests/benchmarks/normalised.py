@@ -19,20 +19,23 @@ import torch
 Timer = Callable[[], float]
 
 
-def calibration_op() -> Callable[[], None]:
+def calibration_op() -> Callable[[], torch.Tensor]:
     """A fixed mix of the work the hot paths do: small-op dispatch (a 4-layer MLP's forward and
-    backward on a (32, 64) batch) and one dense 256 x 256 matmul; about a millisecond."""
+    backward on a (32, 64) batch) and one dense 256 x 256 matmul; about a millisecond. Returns the
+    MLP's loss."""
     gen = torch.Generator().manual_seed(0)
     layers = [torch.nn.Linear(64, 64) for _ in range(4)]
     x = torch.randn(32, 64, generator=gen)
     a = torch.randn(256, 256, generator=gen)
 
-    def op() -> None:
+    def op() -> torch.Tensor:
         h = x
         for layer in layers:
             h = torch.tanh(layer(h))
-        h.square().mean().backward()
+        loss = h.square().mean()
+        loss.backward()
         a @ a
+        return loss.detach()
 
     return op
 

@@ -8,8 +8,10 @@ calibration (the normalising operation itself). Commands: tests/benchmarks/conft
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,21 +25,24 @@ from suites.tasks import get_task
 from tests.benchmarks.normalised import calibration_op
 
 BUDGET, IN, OUT = 20_000, 23, 17
-Normalised = Callable[..., None]
+Normalised = Callable[..., Any]
 
 
 @pytest.mark.benchmark(group="fwd_bwd")
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_fwd_bwd(normalised: Normalised, name: str) -> None:
     model = make_model(name, IN, OUT, param_budget=BUDGET)
-    normalised(fwd_bwd_fn(model, 8, 128, torch.Generator().manual_seed(0)))
+    loss = normalised(fwd_bwd_fn(model, 8, 128, torch.Generator().manual_seed(0)))
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.benchmark(group="step")
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_step_batch1(normalised: Normalised, name: str) -> None:
     model = make_model(name, IN, OUT, param_budget=BUDGET)
-    normalised(step_fn(model, 1, 64, torch.Generator().manual_seed(0)), rounds=50)
+    y = normalised(step_fn(model, 1, 64, torch.Generator().manual_seed(0)), rounds=50)
+    assert y.shape == (1, OUT) and torch.isfinite(y).all()
 
 
 @pytest.mark.benchmark(group="maml_vmap")
@@ -45,14 +50,19 @@ def test_step_batch1(normalised: Normalised, name: str) -> None:
 def test_maml_vmap_update(normalised: Normalised, name: str) -> None:
     model = make_model(name, IN, OUT, param_budget=BUDGET)
     settings = TimingSettings(maml_windows=2, maml_length=16)
-    normalised(maml_update_fn(model, 8, settings, torch.Generator().manual_seed(0), vectorize=True))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = normalised(maml_update_fn(model, 8, settings, torch.Generator().manual_seed(0), vectorize=True))
+    assert math.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))  # Adam stepped
 
 
 @pytest.mark.benchmark(group="collect")
 def test_collect_pendulum(normalised: Normalised) -> None:
     dist = get_task("pendulum-mass-length")
     tasks = dist.test_tasks(2)
-    normalised(lambda: collect(dist, tasks, episodes=4, horizon=100, seed=0))
+    data = normalised(lambda: collect(dist, tasks, episodes=4, horizon=100, seed=0))
+    assert data.inputs.shape == (2, 4, 100, 4)  # [cos, sin, velocity, torque]
+    assert torch.equal(data.inputs, collect(dist, tasks, episodes=4, horizon=100, seed=0).inputs)
 
 
 @pytest.mark.benchmark(group="collect")
@@ -60,7 +70,9 @@ def test_collect_point_nav(normalised: Normalised) -> None:
     # the vectorised random-policy path: a 3 us step, so collection overhead shows at once
     dist = get_task("point-nav-2d")
     tasks = dist.test_tasks(4)
-    normalised(lambda: collect(dist, tasks, episodes=8, horizon=100, seed=0))
+    data = normalised(lambda: collect(dist, tasks, episodes=8, horizon=100, seed=0))
+    assert data.inputs.shape == (4, 8, 100, 4)  # [x, y, action x, action y]
+    assert torch.equal(data.inputs, collect(dist, tasks, episodes=8, horizon=100, seed=0).inputs)
 
 
 def _noop(cell: Cell) -> list[Measurement]:
@@ -82,4 +94,5 @@ def test_runner_overhead_per_cell(normalised: Normalised, tmp_path: Path, monkey
 
 @pytest.mark.benchmark(group="calibration")
 def test_calibration_op(normalised: Normalised) -> None:
-    normalised(calibration_op(), rounds=20)
+    loss = normalised(calibration_op(), rounds=20)
+    assert loss.ndim == 0 and 0 < float(loss) < 1  # the mean square of tanh outputs
