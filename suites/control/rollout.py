@@ -117,7 +117,7 @@ def repeat_state(state: State, n: int) -> State:
     return tree_map(rep, state)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # lighter than no_grad (no version counters); only the scores leave
 def imagined_returns(dynamics: DynamicsFn, reward: RewardFn, obs: Tensor, state: State, actions: Tensor) -> Tensor:
     """Predicted return of each candidate action sequence.
 
