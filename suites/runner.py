@@ -97,7 +97,7 @@ def execute_cell(cell: Cell, run_dir: str, threads: int) -> dict[str, Any]:
     start = time.perf_counter()
     record: dict[str, Any] = {**cell.key(), "cell_id": cell.cell_id, "params": None, "error": "", "traceback": ""}
     try:
-        measurements = PROTOCOLS[cell.protocol].run(cell)
+        measurements = PROTOCOLS[cell.protocol].run(dataclasses.replace(cell, store=str(Path(run_dir) / "models")))
         rows = [{**cell.key(), **m._asdict()} for m in measurements]
         frame = rows_frame(rows)
         params = frame.loc[frame.metric == "params", "value"]

@@ -32,6 +32,8 @@ class Cell:
         arms: the arms this cell reports.
         param_budget: parameters each model is sized to.
         settings: the protocol's settings dataclass.
+        store: directory where the run's cells share trained models (the runner sets
+            ``<run>/models``); None: every cell trains its own.
     """
 
     suite: str
@@ -43,6 +45,7 @@ class Cell:
     arms: tuple[str, ...]
     param_budget: int
     settings: Any
+    store: str | None = None
 
     @property
     def cell_id(self) -> str:

@@ -6,7 +6,9 @@ For one cell (task, model, arm, seed), top to bottom:
    statistics of the training tasks only;
 2. train the model for ``meta_iterations`` steps on windows of ``sequence_length`` steps:
    ``maml`` with MetaMAML (Finn et al. 2017), ``pretrain`` jointly on support and query windows of
-   the same tasks with the same number of gradient steps and no inner loop;
+   the same tasks with the same number of gradient steps and no inner loop
+   (``suites.protocols.training``: a model another cell of the run already trained from the same
+   task, model, seed and training settings, e.g. the mpc protocol's, is loaded, not retrained);
 3. on held-out tasks: query MSE after k = 0..K inner SGD steps on the support windows
    (``query_mse``, step = k); the one-step error along a stream whose task switches mid-episode,
    without (``maml``, ``pretrain``) and with the Adapter updating online (``maml+adapter``)
@@ -28,11 +30,19 @@ import torch
 from torch import Tensor
 
 from adaptation import AdaptationConfig, Adapter
-from meta import MetaMAML, Task, TaskBatch
-from models import SequenceModel, count_params, make_model
+from meta import MetaMAML, Task
+from models import SequenceModel, count_params
 from suites.data import Normalizer, TaskData, collect, collect_switching_stream, fit_normalizer
 from suites.protocols.base import Cell, Measurement
-from suites.protocols.windows import sample_windows, split_episodes, to_windows
+from suites.protocols.training import (
+    ModelStore,
+    TrainingKey,
+    TrainingSettings,
+    Windows,
+    masked_mse,
+    train_dynamics,
+    training_data,
+)
 from suites.tasks import TaskDistribution, TaskParams, get_task
 
 
@@ -94,6 +104,10 @@ class DynamicsSettings:
     adapter_steps: int = 2
     timing_repeats: int = 10
 
+    def training(self) -> TrainingSettings:
+        """The settings that determine the trained model (shared with other protocols' cells)."""
+        return TrainingSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingSettings)})
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -107,86 +121,26 @@ class DynamicsSettings:
             )
 
 
-def masked_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """MSE over the steps whose mask is 1; ``target`` is [y, mask] along the last dim.
-
-    A window that crosses an episode reset (an early termination, as on ant tasks) masks the
-    steps after the reset, where the model's state would carry over from another episode. With
-    no reset in any window this equals plain MSE.
-    """
-    y, valid = target[..., :-1], target[..., -1]
-    per_step = (pred - y).pow(2).mean(-1)
-    return (per_step * valid).sum() / valid.sum().clamp(min=1.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Windows:
-    """Normalised support and query windows, (tasks, windows, L, D) each.
-
-    The targets carry a last channel: 1 where the step is in the window's first episode, 0
-    after a reset inside the window (see ``masked_mse``).
-    """
-
-    support_x: Tensor
-    support_y: Tensor
-    query_x: Tensor
-    query_y: Tensor
-    _support_xy: Tensor = dataclasses.field(init=False, repr=False, compare=False)
-    _query_xy: Tensor = dataclasses.field(init=False, repr=False, compare=False)
-
-    @classmethod
-    def from_data(cls, data: TaskData, s: DynamicsSettings) -> Windows:
-        xy = torch.cat([data.inputs, data.targets, data.starts.unsqueeze(-1).float()], dim=-1)
-        support, query = split_episodes(xy, s.support_episodes)
-        support, query = to_windows(support, s.sequence_length), to_windows(query, s.sequence_length)
-        d = data.inputs.shape[-1]
-
-        def with_valid(w: Tensor) -> Tensor:
-            starts = w[..., -1].clone()
-            starts[..., 0] = 0.0  # a window may begin at an episode start
-            valid = (starts.cumsum(-1) == 0).float().unsqueeze(-1)
-            return torch.cat([w[..., d:-1], valid], dim=-1)
-
-        return cls(support[..., :d], with_valid(support), query[..., :d], with_valid(query))
-
-    def __post_init__(self) -> None:
-        # [x, y] of support and query, joined once: every training step samples from them
-        object.__setattr__(self, "_support_xy", torch.cat([self.support_x, self.support_y], -1))
-        object.__setattr__(self, "_query_xy", torch.cat([self.query_x, self.query_y], -1))
-
-    def batch(self, task_idx: np.ndarray, s: DynamicsSettings, rng: np.random.Generator) -> TaskBatch:
-        d = self.support_x.shape[-1]
-        support = sample_windows(self._support_xy, task_idx, s.support_windows, rng)
-        query = sample_windows(self._query_xy, task_idx, s.query_windows, rng)
-        return TaskBatch(support[..., :d], support[..., d:], query[..., :d], query[..., d:])
-
-
 def run(cell: Cell) -> list[Measurement]:
     """Run one dynamics cell (see the module docstring)."""
     s: DynamicsSettings = cell.settings
-    dist = get_task(cell.task)
-    rng = np.random.default_rng(cell.seed)
 
-    # 1. data: training and held-out tasks, normalised with training statistics only
-    train_params = dist.sample(s.train_tasks, rng)
-    train_data, test_data, normalizer, streams = _cell_data(cell.task, tuple(train_params), s, cell.seed)
-    train = Windows.from_data(normalizer.apply(train_data), s)
-    test = Windows.from_data(normalizer.apply(test_data), s)
+    # 1-2. the trained model (trained here, or by another cell of the run that needed the same one)
+    key = TrainingKey(cell.task, cell.model, cell.param_budget, cell.seed, cell.arm, s.training())
+    trained = train_dynamics(key, ModelStore(cell.store) if cell.store else None)
+    model, normalizer = trained.model, trained.normalizer
+    # training rows go under the cell's arm only: arms that reuse its training do not repeat them
+    out = [
+        Measurement(cell.arm, "params", 0, float(count_params(model))),
+        Measurement(cell.arm, "time_meta_train_s", 0, trained.train_time_s),
+    ]
+    out += [Measurement(cell.arm, "meta_train_loss", it, loss) for it, loss in trained.curve(s.log_every)]
 
-    # 2. training
-    model = make_model(cell.model, train_data.inputs.shape[-1], train_data.targets.shape[-1],
-                       param_budget=cell.param_budget)  # fmt: skip
+    # 3. held-out evaluation, on held-out data normalised with the training statistics
+    test_data, streams = _cell_data(cell.task, s, cell.seed)
+    test = Windows.from_data(normalizer.apply(test_data), s.training())
     maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
                     first_order=s.first_order, loss_fn=masked_mse)  # fmt: skip
-    # training rows go under the cell's arm only: arms that reuse its training do not repeat them
-    out = [Measurement(cell.arm, "params", 0, float(count_params(model)))]
-    start = time.perf_counter()
-    curve = _train_maml(maml, train, s, rng) if cell.arm == "maml" else _pretrain(model, train, s, rng)
-    out.append(Measurement(cell.arm, "time_meta_train_s", 0, time.perf_counter() - start))
-    out += [Measurement(cell.arm, "meta_train_loss", it, loss) for it, loss in curve]
-
-    # 3. held-out evaluation
-    model.eval()
     query_curve = _query_mse(maml, test, s)
     adapt_ms, step_ms = _latencies(maml, test, s)
     for arm in cell.arms:
@@ -200,55 +154,20 @@ def run(cell: Cell) -> list[Measurement]:
 
 
 @functools.lru_cache(maxsize=8)
-def _cell_data(
-    task: str, train_params: tuple[TaskParams, ...], s: DynamicsSettings, seed: int
-) -> tuple[TaskData, TaskData, Normalizer, list[tuple[Tensor, Tensor, Tensor]]]:
-    """Training and held-out data, the normaliser and the switching streams of one cell.
+def _cell_data(task: str, s: DynamicsSettings, seed: int) -> tuple[TaskData, list[tuple[Tensor, Tensor, Tensor]]]:
+    """Held-out data and the normalised switching streams of one cell.
 
-    They depend only on the task, the sampled training tasks, the settings and the seed, not on
-    the model or the arm, so a worker process that runs several cells of one seed collects them
-    once (all seeded; nothing downstream writes into them, and no global random stream is used).
+    They depend only on the task, the settings and the seed, not on the model or the arm, so a
+    worker process that runs several cells of one seed collects them once (all seeded; nothing
+    downstream writes into them, and no global random stream is used).
     """
     dist = get_task(task)
     test_params = dist.test_tasks(s.test_tasks)
-    train_data = collect(dist, list(train_params), s.episodes_per_task, s.horizon, seed=seed)
     test_data = collect(dist, test_params, s.episodes_per_task, s.horizon, seed=10_000 + seed)
-    normalizer = fit_normalizer(train_data)
-    return train_data, test_data, normalizer, _streams(dist, test_params, normalizer, s, seed=20_000 + seed)
+    normalizer = fit_normalizer(training_data(task, seed, s.training()))
+    return test_data, _streams(dist, test_params, normalizer, s, seed=20_000 + seed)
 
 
-Curve = list[tuple[int, float]]
-
-
-def _train_maml(maml: MetaMAML, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> Curve:
-    curve = []
-    n_tasks = train.support_x.shape[0]
-    for it in range(s.meta_iterations):
-        idx = rng.choice(n_tasks, size=min(s.meta_batch, n_tasks), replace=False)
-        loss = maml.meta_update(train.batch(idx, s, rng))
-        if it % s.log_every == 0 or it == s.meta_iterations - 1:
-            curve.append((it, float(loss)))
-    return curve
-
-
-def _pretrain(model: SequenceModel, train: Windows, s: DynamicsSettings, rng: np.random.Generator) -> Curve:
-    """Joint training: the same tasks, windows and number of steps as MAML, no inner loop."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.outer_lr)
-    curve = []
-    n_tasks = train.support_x.shape[0]
-    for it in range(s.meta_iterations):
-        idx = rng.choice(n_tasks, size=min(s.meta_batch, n_tasks), replace=False)
-        b = train.batch(idx, s, rng)
-        x = torch.cat([b.support_x, b.query_x], 1).flatten(0, 1)  # (n * 2K, L, D)
-        y = torch.cat([b.support_y, b.query_y], 1).flatten(0, 1)
-        pred, _ = model(x, model.init_state(x.shape[0]))
-        loss = masked_mse(pred, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if it % s.log_every == 0 or it == s.meta_iterations - 1:
-            curve.append((it, loss.item()))
-    return curve
 
 
 def _query_mse(maml: MetaMAML, test: Windows, s: DynamicsSettings) -> list[float]:

@@ -60,7 +60,15 @@ from suites.control import (
 from suites.control.controllers import Controller
 from suites.data import Normalizer, collect, fit_normalizer
 from suites.protocols.base import Cell, Measurement
-from suites.protocols.dynamics import DynamicsSettings, Windows, _pretrain, _train_maml, masked_mse
+from suites.protocols.training import (
+    ModelStore,
+    TrainingKey,
+    TrainingSettings,
+    Windows,
+    pretrain,
+    train_dynamics,
+    training_data,
+)
 from suites.tasks import TaskDistribution, TaskParams, get_task, tasks_of_family
 
 ARMS = ("unadapted", "maml", "maml+adapter", "oracle", "random")
@@ -85,9 +93,7 @@ class MPCSettings:
         meta_iterations: outer steps (and gradient steps of each oracle model).
         meta_batch: tasks per outer step.
         inner_steps: inner SGD steps during meta-training.
-        inner_lr: inner SGD learning rate (also of the online MAML adaptation). Measured on a
-            held-out heavy pendulum (mass 2, MLP): 0.1 overshoots on MPC windows, whose states lie
-            outside the random-policy data (one-step error 0.05 -> 0.12 after adapting), 0.03 halves it.
+        inner_lr: inner SGD learning rate of meta-training.
         outer_lr: Adam learning rate of the outer step (and of the oracle's training).
         first_order: first-order MAML in meta-training.
         test_tasks: held-out tasks controlled per cell.
@@ -101,6 +107,10 @@ class MPCSettings:
         adapt_window: M, the recent transitions each online adaptation uses.
         adapt_every: steps between MAML adaptations (GrBAL adapts every step: 1).
         adapt_steps: k, inner SGD steps per online MAML adaptation.
+        adapt_lr: SGD learning rate of the online MAML adaptation; None: ``inner_lr`` (GrBAL's
+            choice). Measured on a held-out heavy pendulum (mass 2, MLP): 0.1 overshoots on MPC
+            windows, whose states lie outside the random-policy data (one-step error 0.05 -> 0.12
+            after adapting), 0.03 halves it.
         adapter_every: steps between Adapter updates.
         adapter_lr: Adapter learning rate. Measured on the heavy pendulum (MLP, every step): 1e-3
             cuts the one-step error from 0.057 to 0.015 and the cost from -424 to -289.
@@ -132,6 +142,7 @@ class MPCSettings:
     adapt_window: int = 16
     adapt_every: int = 1
     adapt_steps: int = 1
+    adapt_lr: float | None = None
     adapter_every: int = 1
     adapter_lr: float = 1e-3
     adapter_steps: int = 1
@@ -140,7 +151,9 @@ class MPCSettings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name not in ("first_order", "planner") and not value > 0:
+            if f.name in ("first_order", "planner") or (f.name == "adapt_lr" and value is None):
+                continue
+            if not value > 0:
                 raise ValueError(f"{f.name}: expected a positive number, got {value!r}")
         if self.adapt_window > self.episode_steps:
             raise ValueError(f"adapt_window: expected at most episode_steps {self.episode_steps}, "
@@ -154,24 +167,15 @@ class MPCSettings:
         """The planner these settings describe."""
         return PlannerConfig(self.planner, self.plan_horizon, self.candidates, self.cem_iterations, self.elites)
 
-    def training(self) -> DynamicsSettings:
-        """The dynamics protocol's settings for the same data collection and (meta-)training."""
-        return DynamicsSettings(
-            train_tasks=self.train_tasks,
-            episodes_per_task=self.episodes_per_task,
-            support_episodes=self.support_episodes,
-            horizon=self.horizon,
-            sequence_length=self.sequence_length,
-            support_windows=self.support_windows,
-            query_windows=self.query_windows,
-            meta_iterations=self.meta_iterations,
-            meta_batch=self.meta_batch,
-            inner_steps=self.inner_steps,
-            inner_lr=self.inner_lr,
-            outer_lr=self.outer_lr,
-            first_order=self.first_order,
-            log_every=self.meta_iterations,
-        )
+    def training(self) -> TrainingSettings:
+        """The settings of the data collection and meta-training (equal to a dynamics protocol's
+        ``training()`` on the same task: then the model is trained once for both)."""
+        return TrainingSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingSettings)})
+
+    @property
+    def online_lr(self) -> float:
+        """The online MAML adaptation's learning rate: ``adapt_lr``, or ``inner_lr`` if unset."""
+        return self.inner_lr if self.adapt_lr is None else self.adapt_lr
 
 
 def run(cell: Cell) -> list[Measurement]:
@@ -181,24 +185,19 @@ def run(cell: Cell) -> list[Measurement]:
     if dist.family != "dynamics":
         raise ValueError(f"mpc task: expected a dynamics-shift task {tasks_of_family('dynamics')}, got {cell.task!r}")
     ts = s.training()
-    rng = np.random.default_rng(cell.seed)
-
-    # 1. data of the training tasks; their statistics normalise everything, held-out tasks too
-    train_data = collect(dist, dist.sample(s.train_tasks, rng), s.episodes_per_task, s.horizon, seed=cell.seed)
-    normalizer = fit_normalizer(train_data)
-    obs_dim, in_dim = train_data.obs_dim, train_data.inputs.shape[-1]
     test_params = dist.test_tasks(s.test_tasks)
 
-    def new_model() -> SequenceModel:
-        return make_model(cell.model, in_dim, obs_dim, param_budget=cell.param_budget)
-
-    # 2-3. train, then control
     if cell.arm == "oracle":
+        # the training tasks' statistics normalise the oracle's data too, as they do the held-out tasks'
+        normalizer = fit_normalizer(training_data(cell.task, cell.seed, ts))
+        rng = np.random.default_rng(cell.seed)
+        dist.sample(s.train_tasks, rng)  # the oracle's window sampling continues the seed's stream
         models = []
         for i, task in enumerate(test_params):
             data = collect(dist, [task], s.oracle_episodes, s.horizon, seed=40_000 + 100 * cell.seed + i)
-            model = new_model()
-            _pretrain(model, Windows.from_data(normalizer.apply(data), ts), ts, rng)
+            model = make_model(cell.model, data.inputs.shape[-1], data.targets.shape[-1],
+                               param_budget=cell.param_budget)  # fmt: skip
+            pretrain(model, Windows.from_data(normalizer.apply(data), ts), ts, rng)
             models.append(model.eval())
         episodes = []
         for task, m in zip(test_params, models, strict=True):
@@ -207,13 +206,13 @@ def run(cell: Cell) -> list[Measurement]:
 
     if cell.arm != "maml":
         raise ValueError(f"mpc arm: expected a training arm 'maml' or 'oracle', got {cell.arm!r}")
-    model = new_model()
-    maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
-                    first_order=s.first_order, loss_fn=masked_mse)  # fmt: skip
-    _train_maml(maml, Windows.from_data(normalizer.apply(train_data), ts), ts, rng)
-    # online adaptation fits plain windows of one episode (no reset mask): the same weights and inner lr, plain MSE
-    maml = MetaMAML(model, inner_lr=s.inner_lr)
-    model.eval()
+    # the meta-trained model: trained here, or loaded if another cell of the run (the dynamics
+    # protocol's, when its training settings are these) already trained the same one
+    key = TrainingKey(cell.task, cell.model, cell.param_budget, cell.seed, "maml", ts)
+    trained = train_dynamics(key, ModelStore(cell.store) if cell.store else None)
+    model, normalizer = trained.model, trained.normalizer
+    # online adaptation fits plain windows of one episode (no reset mask): the same weights, plain MSE
+    maml = MetaMAML(model, inner_lr=s.online_lr)
     adapter = Adapter(model, AdaptationConfig(lr=s.adapter_lr, num_steps=s.adapter_steps, grad_clip_norm=1.0))
     out: list[Measurement] = []
     for arm in cell.arms:

@@ -17,8 +17,8 @@ from meta import MetaMAML
 from models import make_model
 from suites.control import ModelController, Planner, PlannerConfig, box_bounds, run_episode
 from suites.data import collect, fit_normalizer
-from suites.protocols.dynamics import Windows, _train_maml, masked_mse
 from suites.protocols.mpc import MPCSettings
+from suites.protocols.training import Windows, masked_mse, train_maml
 from suites.tasks import get_task
 
 PENDULUM = get_task("pendulum-mass-length")
@@ -36,7 +36,7 @@ def test_adapted_model_beats_the_unadapted_one_on_a_heavy_pendulum() -> None:
     ts = settings.training()
     model = make_model("mlp", 4, 3, param_budget=20_000)
     trainer = MetaMAML(model, inner_lr=settings.inner_lr, outer_lr=settings.outer_lr, loss_fn=masked_mse)
-    _train_maml(trainer, Windows.from_data(normalizer.apply(data), ts), ts, rng)
+    train_maml(trainer, Windows.from_data(normalizer.apply(data), ts), ts, rng)
     maml = MetaMAML(model, inner_lr=settings.inner_lr)  # online adaptation: plain MSE on the last M steps
     model.eval()
 

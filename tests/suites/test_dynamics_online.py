@@ -13,7 +13,8 @@ from adaptation import AdaptationConfig, Adapter
 from models import make_model
 from suites.protocols import dynamics
 from suites.protocols.base import Cell
-from suites.protocols.dynamics import DynamicsSettings, Windows, _online_errors
+from suites.protocols.dynamics import DynamicsSettings, _online_errors
+from suites.protocols.training import Windows
 from suites.protocols.windows import sample_windows
 from suites.runner import cell_seed, expand_cells, seed_everything
 from suites.spec import load_suite
@@ -77,7 +78,7 @@ def test_windows_batch_samples_the_joined_support_and_query() -> None:
     w = Windows(*(torch.randn(5, 6, 4, d, generator=g) for d in (IN, OUT + 1, IN, OUT + 1)))
     s = DynamicsSettings(support_windows=3, query_windows=2)
     idx = np.array([4, 0, 2])
-    batch = w.batch(idx, s, np.random.default_rng(7))
+    batch = w.batch(idx, s.training(), np.random.default_rng(7))
     rng = np.random.default_rng(7)
     support = sample_windows(torch.cat([w.support_x, w.support_y], -1), idx, 3, rng)
     query = sample_windows(torch.cat([w.query_x, w.query_y], -1), idx, 2, rng)

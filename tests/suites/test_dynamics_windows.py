@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from suites.data import TaskData
-from suites.protocols.dynamics import DynamicsSettings, Windows, masked_mse
+from suites.protocols.dynamics import DynamicsSettings
+from suites.protocols.training import Windows, masked_mse
 from suites.tasks import get_task
 
 
@@ -35,7 +36,7 @@ def test_windows_split_episodes_and_mask_steps_after_a_reset() -> None:
     starts[..., 0] = True
     starts[1, 3, 13] = True  # an early termination in task 1, episode 3 (a query episode)
     s = DynamicsSettings(episodes_per_task=4, support_episodes=2, horizon=20, sequence_length=10)
-    w = Windows.from_data(_data(starts), s)
+    w = Windows.from_data(_data(starts), s.training())
     assert w.support_x.shape == (2, 4, 10, 4) and w.query_y.shape == (2, 4, 10, 4)  # 3 targets + mask
     # support windows come from episodes 0-1, query windows from episodes 2-3
     data = _data(starts)
@@ -45,5 +46,5 @@ def test_windows_split_episodes_and_mask_steps_after_a_reset() -> None:
     valid = w.query_y[1, 3, :, -1]  # episode 3, steps 10..19: reset at step 13
     assert valid.tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
     assert w.query_y[0, ..., -1].all()
-    batch = w.batch(np.array([1, 0]), s, np.random.default_rng(0))
+    batch = w.batch(np.array([1, 0]), s.training(), np.random.default_rng(0))
     assert batch.support_x.shape == (2, s.support_windows, 10, 4)

@@ -46,6 +46,10 @@ def test_end_to_end_writes_tidy_tables(tiny_run) -> None:
     assert sorted(online.step.unique()) == list(range(-10, 10))
     assert rows.value.notna().all()
     assert (cells.params > 0).all()
+    # each trained model is stored once for the run's other cells: model x seed x training arm
+    stored = sorted(p.name for p in (run_dir / "models").iterdir())
+    assert len(stored) == 8 and all(name.endswith(".pt") for name in stored)
+    assert {name.split("__")[2] for name in stored} == {"maml", "pretrain"}
     for name in ("rows.csv", "cells.csv", "meta.json", "suite.toml"):
         assert (run_dir / name).is_file()
     meta = json.loads((run_dir / "meta.json").read_text())
