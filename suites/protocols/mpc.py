@@ -3,17 +3,21 @@
 For one cell (task, model, arm, seed), top to bottom:
 
 1. collect seeded random-policy episodes on training tasks and normalise with their statistics
-   (as the dynamics protocol does, with its Windows and training functions);
+   (as the dynamics protocol does, with the same functions of ``suites.protocols.training``);
 2. train: the ``maml`` cell meta-trains the model with MetaMAML on recent-past windows (GrBAL's
-   meta-training, Nagabandi, Clavera et al. 2019); the ``oracle`` cell trains one model per
+   meta-training, Nagabandi, Clavera et al. 2019); when its training settings equal a dynamics
+   protocol's on the same task, the run trains that model once and both protocols use it (so
+   the model that drives the MPC is the one whose prediction error the dynamics protocol
+   reports; the rows are the same either way); the ``oracle`` cell trains one model per
    held-out task on that task's own data, the same number of gradient steps (the dynamics
    protocol's joint training on one task);
 3. on held-out dynamics-shift tasks, run episodes of a sampling-based MPC (random shooting or
    CEM, suites/control) that plans with the model's predicted observations and the task's
    batched reward, under each arm:
    - ``unadapted``: the meta-trained weights, never changed;
-   - ``maml``: every ``adapt_every`` steps, ``adapt_steps`` inner SGD steps on the last
-     ``adapt_window`` real transitions, from the meta-trained weights (GrBAL);
+   - ``maml``: every ``adapt_every`` steps, ``adapt_steps`` inner SGD steps (learning rate
+     ``adapt_lr``) on the last ``adapt_window`` real transitions, from the meta-trained weights
+     (GrBAL);
    - ``maml+adapter``: the meta-trained weights updated by the Adapter every ``adapter_every``
      steps on the last ``adapt_window`` transitions, accumulating over the episode;
    - ``oracle``: the model trained on the true task, never changed (a reference only as good as
