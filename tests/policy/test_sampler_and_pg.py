@@ -8,6 +8,7 @@ import torch
 from gymnasium import spaces
 
 from meta.functional import sgd_update
+from models import MODELS
 from suites.rl import adapt, make_batch_env, make_policy, meta_loss, post_loss, process, rollout, surrogate
 from suites.tasks import get_task
 
@@ -35,6 +36,58 @@ def test_per_task_weights_equal_to_theta_sample_the_same_episodes(model):
     for field in ("obs", "actions", "rewards", "mask"):
         assert torch.allclose(getattr(shared, field), getattr(per_task, field), atol=1e-5), field
     assert shared.obs.shape == (K, N, H, 2)
+
+
+def _distinct_fast_weights(policy, env):
+    """Per-task weights after one inner step of each task: a different set per task."""
+    fast = adapt(policy, [_stage(policy, env, 1)], lr=0.5)
+    return OrderedDict((n, w.detach()) for n, w in fast.items())
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_per_task_steps_equal_the_per_step_vmap_reference(model):
+    """One vmap level held for the episode samples exactly what vmap(functional_call) per step does."""
+    policy, env = _setup(model)
+    fast = _distinct_fast_weights(policy, env)
+    theta = [p.detach().clone() for p in policy.parameters()]
+    gens = [torch.Generator().manual_seed(7) for _ in range(2)]
+    held = rollout(policy, env, K, H, gens[0], weights=fast, per_task=True)
+    reference = rollout(policy, env, K, H, gens[1], weights=fast, per_task=True, reference=True)
+    for field in ("obs", "actions", "rewards", "mask"):
+        assert torch.equal(getattr(held, field), getattr(reference, field)), field
+    assert torch.equal(gens[0].get_state(), gens[1].get_state())  # the same noise drawn
+    # the tasks' weights differ, so the tasks act differently from each other and from theta
+    shared = rollout(policy, env, K, H, torch.Generator().manual_seed(7))
+    assert not torch.allclose(held.actions, shared.actions, atol=1e-4)
+    for p, before in zip(policy.parameters(), theta, strict=True):  # the module has its own weights back
+        assert not torch._C._functorch.is_functorch_wrapped_tensor(p) and torch.equal(p, before)
+
+
+class _FailingEnv:
+    """Point-nav rows whose third step raises."""
+
+    def __init__(self, env) -> None:
+        self.env, self.num_envs, self.calls = env, env.num_envs, 0
+
+    def reset(self) -> np.ndarray:
+        return self.env.reset()
+
+    def step(self, actions: np.ndarray):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("env failed")
+        return self.env.step(actions)
+
+
+def test_per_task_steps_leave_no_vmap_level_or_swapped_weights_after_an_error():
+    policy, env = _setup("gru")
+    fast = _distinct_fast_weights(policy, env)
+    theta = [p.detach().clone() for p in policy.parameters()]
+    with pytest.raises(RuntimeError, match="env failed"):
+        rollout(policy, _FailingEnv(env), K, H, torch.Generator(), weights=fast, per_task=True)
+    torch.randn(3)  # raises while a vmap level in randomness="error" mode is left behind
+    for p, before in zip(policy.parameters(), theta, strict=True):
+        assert not torch._C._functorch.is_functorch_wrapped_tensor(p) and torch.equal(p, before)
 
 
 def test_per_task_weights_of_a_tied_policy_reach_every_alias():
