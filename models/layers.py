@@ -25,13 +25,19 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self.weight, self.bias
-        # Wrapped tensors exist only inside a transform: one global check decides most calls.
-        if not torch._C._are_functorch_transforms_active() or not any(
-            map(_functorch.is_functorch_wrapped_tensor, (x, weight, bias))
-        ):
-            return F.layer_norm(x, (self.dim,), weight, bias, self.eps)
-        return layer_norm_composite(x, weight, bias, self.eps)
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``LayerNorm``'s function, for callers that skip the module call (a one-step path, where
+    the call costs as much as the kernel): the fused kernel, or the composite under a
+    torch.func transform that wraps one of the tensors."""
+    # Wrapped tensors exist only inside a transform: one global check decides most calls.
+    if not torch._C._are_functorch_transforms_active() or not any(
+        map(_functorch.is_functorch_wrapped_tensor, (x, weight, bias))
+    ):
+        return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    return layer_norm_composite(x, weight, bias, eps)
 
 
 def layer_norm_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:

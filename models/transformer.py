@@ -11,16 +11,19 @@ its attention logits (the T5 relative bias of Raffel et al. 2020, one scalar per
 of buckets), initialised to the ALiBi recency slopes (Press et al. 2022). Nothing depends on an
 absolute position, so a stream of any length is exact and windowing changes nothing.
 
-State: the keys and values of the last ``W - 1`` steps of every layer, (B, L, W-1, heads, d_head)
-each, and a bool (B, W-1) saying which cache slots hold real steps (oldest slot first). Shapes
-never change, so a step costs O(W * d) and states stack under ``torch.func.vmap``. Invalid slots
-hold zeros, so a state depends only on the steps it remembers.
+State: a tuple ``(valid, cache_1, ..., cache_L)``: ``valid`` a bool (B, W-1) saying which cache
+slots hold real steps (oldest slot first), and per layer the keys and values of the last ``W - 1``
+steps side by side, (B, W-1, 2 A) with A = heads * d_head (keys first, head-major). One tensor per
+layer: a step writes it with one concatenation, nothing is stacked. Shapes never change, so a step
+costs O(W * d) and states stack under ``torch.func.vmap``. Invalid slots hold zeros, so a state
+depends only on the steps it remembers.
 
 Sequence mode prepends the cache to the chunk's keys and computes the banded attention in blocks
 of ``Q = min(T, W)`` queries, each against its ``Q + W - 1`` keys: memory O(T * W), not O(T^2),
 with no Python loop over time. A reset is native: a key is visible only from the same episode
 (segment ids from a cumulative sum of ``reset``). Step mode has its own short path: one query
-per head against the W - 1 cached keys and its own, and the cache shifted by one slot.
+per head against the W - 1 cached keys and its own, and the cache shifted by one slot; a
+handful of batched matrix products on the cache's own layout (see ``Attention.step``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
-from models.layers import LayerNorm, gelu_native
+from models.layers import LayerNorm, gelu_native, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,11 +210,13 @@ class Attention(nn.Module):
 
     bias_index: Tensor
     band: Tensor
+    head_mask: Tensor
+    head_mask_3d: Tensor
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.cache_len = config.cache_len
+        self.attn_dim, self.cache_len = config.attn_dim, config.cache_len
         self.qkv = nn.Linear(config.hidden_dim, 3 * config.attn_dim)
         self.out = nn.Linear(config.attn_dim, config.hidden_dim)
         offsets = torch.arange(config.window, dtype=torch.float32)
@@ -219,16 +224,21 @@ class Attention(nn.Module):
         index, band = band_tables(config.window)  # constants, built once
         self.register_buffer("bias_index", index, persistent=False)
         self.register_buffer("band", band, persistent=False)
+        # 1 where channel a of the A = H dh belongs to head h, for the step's batched products
+        owner = torch.arange(config.attn_dim) // config.head_dim
+        mask = (torch.arange(config.num_heads)[:, None] == owner[None, :]).float()  # (H, A)
+        self.register_buffer("head_mask", mask, persistent=False)
+        self.register_buffer("head_mask_3d", mask[:, :, None].contiguous(), persistent=False)
 
-    def forward(
-        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """h (B, T, D), cache (B, C, H, dh) -> (B, T, D) and keys / values (B, C + T, H, dh)."""
+    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """h (B, T, D), cache (B, C, 2A) -> (B, T, D) and keys | values (B, C + T, 2A)."""
         batch, steps, _ = h.shape
-        qkv = self.qkv(h).reshape(batch, steps, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(dim=2)  # each (B, T, H, dh)
-        k_all = torch.cat([cache_k, k], dim=1)  # (B, C + T, H, dh)
-        v_all = torch.cat([cache_v, v], dim=1)
+        width, heads = self.attn_dim, self.num_heads
+        qkv = self.qkv(h)  # (B, T, 3A): q, k, v
+        kv_all = torch.cat([cache, qkv[..., width:]], dim=1)  # (B, C + T, 2A)
+        q = qkv[..., :width].reshape(batch, steps, heads, -1)  # (B, T, H, dh)
+        k_all = kv_all[..., :width].reshape(batch, kv_all.shape[1], heads, -1)  # (B, C + T, H, dh)
+        v_all = kv_all[..., width:].reshape(batch, kv_all.shape[1], heads, -1)
         keys = mask.shape[-1]  # Q + C keys per block of Q queries
         block = keys - self.cache_len
         bias = torch.where(
@@ -237,42 +247,41 @@ class Attention(nn.Module):
             float("-inf"),
         )  # (H, Q, Q + C)
         att = banded_attention(q / math.sqrt(self.head_dim), k_all, v_all, bias, mask)
-        return self.out(att.reshape(batch, steps, -1)), k_all, v_all
+        return self.out(att.reshape(batch, steps, -1)), kv_all
 
-    def step(
-        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One query per head against the W - 1 cached keys and its own key.
 
         Args:
             h: (B, D) the normalised step.
-            cache_k, cache_v: (B, C, H, dh), oldest slot first.
-            mask: (B, 1, C + 1) additive, -inf for empty cache slots (the own key is visible).
+            cache: (B, C, 2A) keys | values, oldest slot first.
+            mask: (B, 1, C + 1) additive, -inf for empty cache slots (the own key is visible);
+                None when every slot is valid.
 
         Returns:
-            (B, D) attention output and keys / values (B, C + 1, H, dh), the step's last.
+            (B, D) attention output and keys | values (B, C + 1, 2A), the step's last.
 
         Shapes:
-            Both products are one batched matmul per row on the cache's own layout: every
-            query against every (slot, head) key, (B, (C + 1) H, H), and every head's weights
-            against every head's values, (B, H, H dh), each keeping its diagonal (head with
-            head). H times the (tiny) arithmetic, but no copy of the cache into a per-head
-            layout and far fewer, larger matmuls than one per (row, head).
+            Three batched matmuls on the cache's own (slot, channel) layout, with no copy into
+            a per-head layout: the query spread block-diagonally over its heads, (B, H, A),
+            against the keys (B, C + 1, A) gives the logits (B, H, C + 1); every head's weights
+            against every head's values give (B, H, A), of which the output projection, masked
+            per head (H A, D), reads only each head's own channels. H times the (tiny)
+            arithmetic of per-head products, but a few large ops instead of many small ones.
         """
-        batch, heads, width = h.shape[0], self.num_heads, self.num_heads * self.head_dim
-        qkv = self.qkv
-        q, k, v = F.linear(h, qkv.weight, qkv.bias).reshape(batch, 3, 1, heads, -1).unbind(1)
-        k_all = torch.cat([cache_k, k], dim=1)  # (B, C + 1, H, dh)
-        v_all = torch.cat([cache_v, v], dim=1)
-        scores = torch.bmm(k_all.reshape(batch, -1, self.head_dim), q[:, 0].transpose(1, 2))
-        # (B, (C + 1) H, H): slot s and key head against query head; keep head with head
-        scores = scores.reshape(batch, -1, heads, heads).diagonal(dim1=2, dim2=3).transpose(1, 2)
-        # slot s holds offset C - s: the bias reversed along offsets lines up with the slots
-        logits = torch.add(self.rel_bias.flip(-1) + mask, scores, alpha=1 / math.sqrt(self.head_dim))
-        att = torch.bmm(logits.softmax(dim=-1), v_all.reshape(batch, -1, width))  # (B, H, H dh)
-        att = att.reshape(batch, heads, heads, -1).diagonal(dim1=1, dim2=2)  # (B, dh, H)
+        batch, width = h.shape[0], self.attn_dim
+        qkv = F.linear(h, self.qkv.weight, self.qkv.bias)  # (B, 3A)
+        kv_all = torch.cat([cache, qkv[:, None, width:]], dim=1)  # (B, C + 1, 2A)
+        q = qkv[:, None, :width] * self.head_mask  # (B, H, A), zero off its head
+        bias = self.rel_bias.flip(-1)  # (H, C + 1): slot s holds offset C - s
+        if mask is not None:
+            bias = bias + mask  # (B, H, C + 1)
+        keys = kv_all[..., :width].transpose(1, 2)  # (B, A, C + 1)
+        logits = torch.baddbmm(bias, q, keys, alpha=1 / math.sqrt(self.head_dim))
+        att = torch.bmm(logits.softmax(dim=-1), kv_all[..., width:])  # (B, H, A)
         out = self.out
-        return F.linear(att.transpose(1, 2).reshape(batch, width), out.weight, out.bias), k_all, v_all
+        w_out = (out.weight.t() * self.head_mask_3d).reshape(-1, out.weight.shape[0])
+        return torch.addmm(out.bias, att.reshape(batch, -1), w_out), kv_all  # w_out (H A, D)
 
 
 class Block(nn.Module):
@@ -289,29 +298,28 @@ class Block(nn.Module):
             nn.Linear(config.mlp_dim, config.hidden_dim),
         )
 
-    def forward(
-        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        a, k_all, v_all = self.attn(self.norm_attn(h), cache_k, cache_v, mask)
+    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        a, kv_all = self.attn(self.norm_attn(h), cache, mask)
         h = h + a
-        return h + self.mlp(self.norm_mlp(h)), k_all, v_all
+        return h + self.mlp(self.norm_mlp(h)), kv_all
 
-    def step(
-        self, h: Tensor, cache_k: Tensor, cache_v: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """``forward`` for one step, h (B, D) (see ``Attention.step``), calling the linear layers'
         functions directly: a module call costs more than a one-step matmul."""
-        a, k_all, v_all = self.attn.step(self.norm_attn(h), cache_k, cache_v, mask)
+        norm = self.norm_attn
+        a, kv_all = self.attn.step(layer_norm(h, norm.weight, norm.bias, norm.eps), cache, mask)
         h = h + a
         up, _, down = cast(tuple[nn.Linear, nn.GELU, nn.Linear], tuple(self.mlp))
-        m = gelu_native(F.linear(self.norm_mlp(h), up.weight, up.bias))
-        return h + F.linear(m, down.weight, down.bias), k_all, v_all
+        norm = self.norm_mlp
+        m = gelu_native(F.linear(layer_norm(h, norm.weight, norm.bias, norm.eps), up.weight, up.bias))
+        return h + F.linear(m, down.weight, down.bias), kv_all
 
 
 class Transformer(SequenceModel):
     """Causal decoder-only transformer with windowed attention; state is a bounded KV cache.
 
-    State: dict ``keys``, ``values`` (B, L, W-1, H, dh) and ``valid`` (B, W-1) bool.
+    State: a tuple ``(valid, cache_1, ..., cache_L)``, ``valid`` (B, W-1) bool and each layer's
+    keys | values (B, W-1, 2A), A = heads * head_dim.
     """
 
     name = "transformer"
@@ -320,47 +328,42 @@ class Transformer(SequenceModel):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.cache_len = config.cache_len
-        self.cache_shape = (config.num_layers, config.cache_len, config.num_heads, config.head_dim)
+        self.num_layers = config.num_layers
+        self.kv_width = 2 * config.attn_dim
         self.encoder = nn.Linear(config.input_dim, config.hidden_dim)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = LayerNorm(config.hidden_dim)
         self.head = nn.Linear(config.hidden_dim, config.output_dim)
 
     def _init_state(self, batch_size: int, device: torch.device) -> State:
-        shape = (batch_size, *self.cache_shape)
+        shape = (batch_size, self.cache_len, self.kv_width)
         dtype = self.encoder.weight.dtype  # a float64 model gets a float64 cache
-        return {
-            "keys": torch.zeros(shape, dtype=dtype, device=device),
-            "values": torch.zeros(shape, dtype=dtype, device=device),
-            "valid": torch.zeros(batch_size, self.cache_len, dtype=torch.bool, device=device),
-        }
+        valid = torch.zeros(batch_size, self.cache_len, dtype=torch.bool, device=device)
+        caches = (torch.zeros(shape, dtype=dtype, device=device) for _ in range(self.num_layers))
+        return (valid, *caches)
 
     def _run(self, x: Tensor, state: State, segment: Tensor | None) -> tuple[Tensor, State]:
         """x (B, T, in) from ``state``; ``segment`` (B, C + T) episode ids or None (one episode)."""
         cache = self.cache_len
         batch, steps, _ = x.shape
-        valid_all = torch.cat([state["valid"], state["valid"].new_ones(batch, steps)], dim=1)
+        valid_all = torch.cat([state[0], state[0].new_ones(batch, steps)], dim=1)
         mask = window_mask(valid_all, segment, cache + 1)  # shared by the layers
         h = self.encoder(x)  # (B, T, D)
-        new_k, new_v = [], []
-        for layer, block in enumerate(self.blocks):
-            h, k_all, v_all = block(h, state["keys"][:, layer], state["values"][:, layer], mask)
-            new_k.append(k_all[:, k_all.shape[1] - cache :])  # the last W - 1 steps
-            new_v.append(v_all[:, v_all.shape[1] - cache :])
+        caches = []
+        for block, kv in zip(self.blocks, state[1:], strict=True):
+            h, kv_all = block(h, kv, mask)
+            caches.append(kv_all[:, kv_all.shape[1] - cache :])  # the last W - 1 steps
         y = self.head(self.norm(h))
 
         valid = valid_all[:, valid_all.shape[1] - cache :]  # (B, C)
-        keys, values = torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
         if segment is None:
             # The only empty slots are the state's own, shifted: they hold zeros already.
-            return y, {"keys": keys, "values": values, "valid": valid}
+            return y, (valid, *caches)
         # Steps before the last reset are forgotten, and zeroed: empty slots hold zeros (a
         # canonical state).
         valid = valid & (segment[:, segment.shape[1] - cache :] == segment[:, -1:])
-        keep = valid[:, None, :, None, None]
-        keys = torch.where(keep, keys, 0.0)
-        values = torch.where(keep, values, 0.0)
-        return y, {"keys": keys, "values": values, "valid": valid}
+        keep = valid[:, :, None]
+        return y, (valid, *(torch.where(keep, kv, 0.0) for kv in caches))
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         return self._run(x, state, None)
@@ -371,20 +374,25 @@ class Transformer(SequenceModel):
         The cache shifts by one slot: the oldest step leaves, this step enters as valid. Empty
         slots shift too and keep their zeros, and the step's own key is always valid, so a
         canonical state (zeros where not ``valid``) stays canonical with no masking of the cache.
+        A full cache (every slot valid, as after W - 1 steps of an episode) needs no mask at
+        all; that is checked outside torch.func transforms only, where a tensor's value may
+        decide the path.
         """
-        seen = F.pad(state["valid"], (0, 1), value=True)  # (B, C + 1): the cache, then this step
-        mask = torch.where(seen, 0.0, float("-inf")).unsqueeze(1)  # (B, 1, C + 1)
+        valid = state[0]
+        mask: Tensor | None = None
+        if torch._C._are_functorch_transforms_active() or not bool(valid.all()):
+            seen = F.pad(valid, (0, 1), value=True)  # (B, C + 1): the cache, then this step
+            mask = torch.where(seen, 0.0, float("-inf")).unsqueeze(1)  # (B, 1, C + 1)
+            valid = seen[:, 1:]
         encoder = self.encoder
         h = F.linear(x, encoder.weight, encoder.bias)
-        new_k, new_v = [], []
-        for layer, block in enumerate(cast(list[Block], self.blocks)):
-            h, k_all, v_all = block.step(h, state["keys"][:, layer], state["values"][:, layer], mask)
-            new_k.append(k_all[:, 1:])  # drop the oldest slot
-            new_v.append(v_all[:, 1:])
-        head = self.head
-        y = F.linear(self.norm(h), head.weight, head.bias)
-        keys, values = torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
-        return y, {"keys": keys, "values": values, "valid": seen[:, 1:]}
+        caches = []
+        for block, kv in zip(cast(list[Block], self.blocks), state[1:], strict=True):
+            h, kv_all = block.step(h, kv, mask)
+            caches.append(kv_all[:, 1:])  # drop the oldest slot
+        head, norm = self.head, self.norm
+        y = F.linear(layer_norm(h, norm.weight, norm.bias, norm.eps), head.weight, head.bias)
+        return y, (valid, *caches)
 
     def _forward_sequence_with_reset(
         self, x: Tensor, state: State, reset: Tensor

@@ -5,6 +5,7 @@ The shared contract (sequence == steps == chunks, reset, vmap, ...) is in test_c
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 
@@ -19,6 +20,7 @@ from torch.utils._pytree import tree_flatten
 from models import SequenceModel, count_params, make_model
 from models.layers import LayerNorm, layer_norm_composite
 from models.transformer import Transformer, TransformerConfig
+from tests.models.pytree_error import max_abs_error
 
 IN, OUT = 5, 3
 
@@ -92,17 +94,17 @@ def test_cache_stays_bounded_and_steps_equal_full_history_reference() -> None:
     model = _model(window=window)
     x = torch.randn(2, 10 * window, IN)
     state = model.init_state(2)
-    shapes = {k: v.shape for k, v in state.items()}
-    assert shapes["keys"] == (2, 2, window - 1, 4, 4)
+    shapes = [v.shape for v in state]
+    assert shapes == [(2, window - 1), *[(2, window - 1, 2 * 16)] * 2]  # valid, 2 layers' k | v
     ys = []
     for t in range(x.shape[1]):
         y, state = model(x[:, t], state)
-        assert {k: v.shape for k, v in state.items()} == shapes
+        assert [v.shape for v in state] == shapes
         ys.append(y)
     expected = reference(model, x)
     torch.testing.assert_close(torch.stack(ys, 1), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(model(x, model.init_state(2))[0], expected, atol=1e-5, rtol=0)
-    assert state["valid"].all()
+    assert state[0].all()
 
 
 @pytest.mark.parametrize("window", [1, 3, 8])
@@ -118,26 +120,31 @@ def test_multi_block_sequence_equals_steps_and_chunks_from_a_nonzero_state(windo
         y, state = model(x[:, a:b], state)
         ys.append(y)
     torch.testing.assert_close(torch.cat(ys, 1), y_seq, atol=1e-5, rtol=0)
-    for s in (s_steps, state):
-        for key in s_seq:
-            torch.testing.assert_close(s[key], s_seq[key], atol=1e-5, rtol=0)
+    assert max_abs_error(s_steps, s_seq) <= 1e-5
+    assert max_abs_error(state, s_seq) <= 1e-5
 
 
 def test_step_cost_does_not_grow_with_steps_taken() -> None:
+    """Same ops on the same shapes every step: one list while the cache has empty slots (masked),
+    a shorter one once it is full (no mask), and nothing scales with the steps seen."""
     model = _model(window=6)
     state = model.init_state(2)
     traces = {}
     for t in range(40):
         x_t = torch.randn(2, IN)
-        if t in (0, 5, 39):
+        if t in (0, 3, 5, 6, 39):
             with OpRecorder() as rec:
                 _, state = model(x_t, state)
             traces[t] = rec.ops
         else:
             _, state = model(x_t, state)
-    assert traces[0] == traces[5] == traces[39]  # same ops on the same shapes every step
+    assert traces[0] == traces[3]  # W - 1 = 5 slots, not all valid yet
+    assert traces[5] == traces[6] == traces[39]  # full from step 5 on
+    masked, full = (collections.Counter(op for op, _ in traces[t]) for t in (0, 39))
+    assert full < masked and masked["aten.where.self"] == 1 and "aten.where.self" not in full
     # and each step touches O(W * d): nothing scales with the 40 steps seen
-    assert max(math.prod(s) for _, shapes in traces[39] for s in shapes) <= 2 * 2 * 4 * 6 * 16
+    for t in (0, 39):
+        assert max(math.prod(s) for _, shapes in traces[t] for s in shapes) <= 2 * 2 * 4 * 6 * 16
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -183,8 +190,7 @@ def test_native_reset_equals_the_generic_split() -> None:
     y, s = model(x, warm, reset=reset)
     y_ref, s_ref = SequenceModel._forward_sequence_with_reset(model, x, warm, reset)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
-    for key in s:
-        torch.testing.assert_close(s[key], s_ref[key], atol=1e-5, rtol=0)
+    assert max_abs_error(s, s_ref) <= 1e-5
 
 
 def test_second_order_gradients_are_correct() -> None:
@@ -209,7 +215,7 @@ def test_vmapped_second_order_maml_gradient_equals_per_task_loop() -> None:
     xs = torch.randn(tasks, 2, 9, IN, dtype=torch.float64)
     ys = torch.randn(tasks, 2, 9, OUT, dtype=torch.float64)
     state = model.init_state(2)
-    states = {k: v.expand(tasks, *v.shape).clone() for k, v in state.items()}
+    states = tuple(v.expand(tasks, *v.shape).clone() for v in state)
 
     def loss(p, x, y, s):
         return F.mse_loss(functional_call(model, p, (x, s))[0], y)
@@ -278,8 +284,9 @@ def test_bad_config_names_the_field(field: str, value: object, message: str) -> 
 def test_empty_cache_slots_are_zero_and_window_one_is_memoryless() -> None:
     model = _model(window=6)
     _, s = model(torch.randn(2, 3, IN), model.init_state(2))
-    assert s["valid"].sum(1).tolist() == [3, 3]
-    assert (s["keys"][:, :, :2] == 0).all() and (s["keys"][:, :, 2:] != 0).any()
+    assert s[0].sum(1).tolist() == [3, 3]
+    for kv in s[1:]:
+        assert (kv[:, :2] == 0).all() and (kv[:, 2:] != 0).any()
     memoryless = _model(window=1)
     x = torch.randn(2, 8, IN)
     y, _ = memoryless(x, memoryless.init_state(2))
@@ -287,7 +294,14 @@ def test_empty_cache_slots_are_zero_and_window_one_is_memoryless() -> None:
         [memoryless(x[:, t : t + 1], memoryless.init_state(2))[0] for t in range(8)], 1
     )
     torch.testing.assert_close(y, y_alone, atol=1e-6, rtol=0)
-    assert memoryless.init_state(2)["keys"].shape == (2, 2, 0, 4, 4)  # W - 1 = 0 cached steps
+    assert [v.shape for v in memoryless.init_state(2)] == [(2, 0), (2, 0, 32), (2, 0, 32)]
+
+
+def _assert_zero_exactly_where_empty(state) -> None:
+    """Every layer's keys | values are zero in the empty slots and nowhere else (a canonical state)."""
+    empty = ~state[0]
+    for kv in state[1:]:
+        assert (kv[empty] == 0).all() and (kv[~empty] != 0).all()
 
 
 def _steps_with_reset(model: Transformer, x: Tensor, state, reset: Tensor) -> tuple[Tensor, object]:
@@ -311,9 +325,8 @@ def test_steps_over_a_long_stream_with_resets_equal_sequence_mode() -> None:
     y_seq, s_seq = model(x, warm, reset=reset)
     y_steps, s_steps = _steps_with_reset(model, x, warm, reset)
     torch.testing.assert_close(y_steps, y_seq, atol=1e-5, rtol=0)
-    for key in s_seq:
-        torch.testing.assert_close(s_steps[key], s_seq[key], atol=1e-5, rtol=0)
-    assert s_steps["valid"][2].sum() == 2  # row 2 reset 2 steps before the end
+    assert max_abs_error(s_steps, s_seq) <= 1e-5
+    assert s_steps[0][2].sum() == 2  # row 2 reset 2 steps before the end
 
 
 def test_empty_cache_slots_stay_zero_after_steps_and_step_resets() -> None:
@@ -326,11 +339,9 @@ def test_empty_cache_slots_stay_zero_after_steps_and_step_resets() -> None:
         reset = torch.tensor([t in (4, 13), t == 15])
         since = [1 if r else n + 1 for r, n in zip(reset.tolist(), since, strict=True)]
         _, state = model(torch.randn(2, IN), state, reset=reset)
-        empty = ~state["valid"][:, None, :, None, None].expand_as(state["keys"])
-        assert (state["keys"][empty] == 0).all() and (state["values"][empty] == 0).all()
-        assert (state["keys"][~empty] != 0).all()
-        assert state["valid"].sum(1).tolist() == [min(n, window - 1) for n in since]
-        assert (state["valid"].long().diff(dim=1) >= 0).all()  # the empty slots are the oldest
+        _assert_zero_exactly_where_empty(state)
+        assert state[0].sum(1).tolist() == [min(n, window - 1) for n in since]
+        assert (state[0].long().diff(dim=1) >= 0).all()  # the empty slots are the oldest
 
 
 def test_sequence_chunks_without_reset_keep_empty_slots_zero() -> None:
@@ -343,10 +354,8 @@ def test_sequence_chunks_without_reset_keep_empty_slots_zero() -> None:
     _, state = model(torch.randn(2, 9, IN), model.init_state(2), reset=reset)
     for steps in (1, 2, 1, 3):
         _, state = model(torch.randn(2, steps, IN), state)
-        empty = ~state["valid"][:, None, :, None, None].expand_as(state["keys"])
-        assert (state["keys"][empty] == 0).all() and (state["values"][empty] == 0).all()
-        assert (state["keys"][~empty] != 0).all()
-    assert state["valid"].sum(1).tolist() == [6, 6]
+        _assert_zero_exactly_where_empty(state)
+    assert state[0].sum(1).tolist() == [6, 6]
 
 
 def test_step_gradients_equal_sequence_gradients_to_second_order() -> None:
@@ -355,19 +364,19 @@ def test_step_gradients_equal_sequence_gradients_to_second_order() -> None:
     model = _model(window=3, hidden_dim=6, num_heads=2).double()
     with torch.no_grad():
         _, warm = model(torch.randn(2, 4, IN, dtype=torch.float64), model.init_state(2))
-    keys = warm["keys"].clone().requires_grad_()
+    cache = warm[1].clone().requires_grad_()  # the first layer's keys | values
     x = torch.randn(2, 7, IN, dtype=torch.float64, requires_grad=True)
     reset = torch.zeros(2, 7, dtype=torch.bool)
     reset[1, 4] = True
     params = list(model.parameters())
 
     def loss(y: Tensor, s) -> Tensor:
-        return y.pow(2).sum() + s["values"].pow(2).sum() + s["keys"].sum()
+        return y.pow(2).sum() + s[1].pow(2).sum() + s[2].sum()
 
     def grads(run) -> tuple[Tensor, ...]:
-        y, s = run({**warm, "keys": keys})
-        g = torch.autograd.grad(loss(y, s), (x, keys, *params), create_graph=True)
-        gg = torch.autograd.grad(sum(gi.pow(2).sum() for gi in g), (x, keys, *params))
+        y, s = run((warm[0], cache, *warm[2:]))
+        g = torch.autograd.grad(loss(y, s), (x, cache, *params), create_graph=True)
+        gg = torch.autograd.grad(sum(gi.pow(2).sum() for gi in g), (x, cache, *params))
         return (*g, *gg)
 
     seq = grads(lambda s: model(x, s, reset=reset))
@@ -391,7 +400,7 @@ def test_vmapped_steps_equal_per_task_steps() -> None:
     stacked = {k: torch.stack([v + 0.02 * i for i in range(tasks)]) for k, v in params.items()}
     xs = torch.randn(tasks, 2, steps, IN)
     _, warm = model(torch.randn(2, 2, IN), model.init_state(2))
-    states = {k: v.expand(tasks, *v.shape).clone() for k, v in warm.items()}
+    states = tuple(v.expand(tasks, *v.shape).clone() for v in warm)
 
     def run(p, x, s):
         ys = []
@@ -411,8 +420,7 @@ def test_vmapped_steps_equal_per_task_steps() -> None:
         y_ref, _ = functional_call(model, p_i, (xs[i], warm))  # sequence mode
         torch.testing.assert_close(y_v[i], y_i, atol=1e-5, rtol=0)
         torch.testing.assert_close(y_i, y_ref, atol=1e-5, rtol=0)
-        for key in s_i:
-            torch.testing.assert_close(s_v[key][i], s_i[key], atol=1e-5, rtol=0)
+        assert max_abs_error(tuple(v[i] for v in s_v), s_i) <= 1e-5
         g_i = grad(loss)(p_i, xs[i], warm)
         for key in g_i:
             torch.testing.assert_close(g_v[key][i], g_i[key], atol=1e-5, rtol=0)
