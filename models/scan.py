@@ -16,6 +16,10 @@ Two entry points, both without a Python loop over time:
   level up with lambda^C (a chunk that contains a reset gets a_c := 0 there); the state entering
   a chunk, h0 for the first, enters in closed form, h_t += lambda^(t+1) h_in, so a sequence can
   continue from any state. Work is O(T C) per state channel: linear in T.
+- ``one_chunk_scan(log_mag, phase, x, h0)``: the same recurrence for a sequence that fits in one
+  chunk, without resets, in the natural (N, 2, B, T) layout: h0 enters as one more input step
+  before step 0, so a single rotated Toeplitz product gives every state. A fraction of the
+  chunked path's ops, for the short windows of MAML's meta-training, where op count is the cost.
 
 References:
     Blelloch, "Prefix sums and their applications", 1990.
@@ -225,20 +229,52 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float16, torch.bfloat16, torch.float32) else dtype
 
 
-_LAG_GRID: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+_LAG_GRID: dict[tuple[int, torch.dtype, torch.device, bool], Tensor] = {}
 
 
-def _lag_grid(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """max(t - s, 0) as a (C, C) tensor in ``dtype``, made once per (size, dtype, device)."""
-    key = (size, dtype, device)
+def _lag_grid(size: int, dtype: torch.dtype, device: torch.device, transposed: bool = False) -> Tensor:
+    """max(t - s, 0) as a (C, C) tensor in ``dtype`` at [t, s] (at [s, t] if ``transposed``),
+    made once per (size, dtype, device, transposed)."""
+    key = (size, dtype, device, transposed)
     found = _LAG_GRID.get(key)
     if found is not None:
         return found
     with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
-        made = _toeplitz_index(size, dtype, device)[0].to(dtype)
+        lag = _toeplitz_index(size, dtype, device)[0]
+        made = (lag.T if transposed else lag).to(dtype).contiguous()
     if type(made) is Tensor:  # not a tracing mode's fake tensor
         _LAG_GRID[key] = made
     return made
+
+
+_SMALL_CONSTANTS: dict[tuple[str, int, torch.dtype, torch.device], Tensor] = {}
+
+
+def _cached(kind: str, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small constant table, made once per (kind, size, dtype, device): on a short sequence a
+    fresh arange or tensor is a noticeable part of a call (and outside the graph either way)."""
+    key = (kind, size, dtype, device)
+    found = _SMALL_CONSTANTS.get(key)
+    if found is not None:
+        return found
+    with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
+        if kind == "positions":
+            made = torch.arange(size, dtype=dtype, device=device)
+        else:
+            made = torch.tensor([1.0, -1.0], dtype=dtype, device=device).reshape(2, 1)
+    if type(made) is Tensor:  # not a tracing mode's fake tensor
+        _SMALL_CONSTANTS[key] = made
+    return made
+
+
+def _positions(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """0, 1, ..., size - 1 in ``dtype``, (size,)."""
+    return _cached("positions", size, dtype, device)
+
+
+def _plane_signs(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(1, -1) as a (2, 1) column: the signs of the (real, imaginary) planes."""
+    return _cached("signs", 2, dtype, device)
 
 
 _TOEPLITZ_INDEX: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
@@ -300,7 +336,46 @@ def diagonal_scan(
         raise ValueError(f"diagonal_scan: reset expected shape {(x.shape[2], x.shape[3])}, got {tuple(reset.shape)}")
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 2:
         raise ValueError(f"diagonal_scan: chunk expected an int >= 2, got {chunk!r}")
+    if reset is None and x.shape[3] <= chunk:
+        return one_chunk_scan(log_mag, phase, x, h0)
     return _scan_sequence(log_mag, phase, x, h0, reset, chunk)
+
+
+def one_chunk_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor) -> Tensor:
+    """States of h_t = lambda h_{t-1} + x_t, lambda = exp(log_mag + i phase), in one product.
+
+    h0 is prepended as step -1 (x' = [h0, x_0, ..., x_(T-1)]), so h_t = sum_{s <= t+1} lambda^(t+1-s)
+    x'_s holds the initial state's term lambda^(t+1) h0 too. As in ``_rotated_toeplitz_product``,
+    lambda^(t-s) = e^(i t phi) |lambda|^(t-s) e^(-i s phi): rotate, one real (T+1, T+1) product
+    for both planes, rotate back. Work is O(T^2) per channel: for T up to a chunk.
+
+    Args:
+        log_mag, phase: log |lambda| and arg(lambda), each (N,).
+        x: inputs as (real, imaginary) planes, (N, 2, B, T), time last.
+        h0: the state before step 0, (N, 2, B).
+
+    Returns:
+        h: (N, 2, B, T), the state after each step (a view of a (N, 2, B, T + 1) tensor).
+    """
+    n, two, batch, steps = x.shape
+    if two != 2 or log_mag.shape != (n,) or phase.shape != (n,) or h0.shape != (n, 2, batch):
+        raise ValueError(
+            f"one_chunk_scan: expected log_mag, phase ({n},), x (N, 2, B, T), h0 ({n}, 2, {batch}); "
+            f"got {tuple(log_mag.shape)}, {tuple(phase.shape)}, {tuple(x.shape)}, {tuple(h0.shape)}"
+        )
+    dtype, device, span = log_mag.dtype, log_mag.device, steps + 1
+    # k * arg(lambda) in float64, as everywhere in this module; only cos and sin come back narrow.
+    angle = phase.to(_wide(dtype)).unsqueeze(1) * _positions(span, _wide(dtype), device)  # (N, T + 1)
+    cos = torch.cos(angle).to(dtype).reshape(n, 1, 1, span)
+    # (sin, -sin) per plane: with x flipped to (x_im, x_re), one addcmul is the complex rotation.
+    sin = (torch.sin(angle).to(dtype).unsqueeze(1) * _plane_signs(dtype, device)).unsqueeze(2)  # (N, 2, 1, T + 1)
+    # [s, t] = |lambda|^(t-s) for t >= s, zero below the diagonal (triu, as tril in the chunked path).
+    decay = torch.exp(_lag_grid(span, dtype, device, transposed=True) * log_mag.reshape(n, 1, 1)).triu()
+    xe = torch.cat([h0.unsqueeze(-1), x], dim=-1)  # (N, 2, B, T + 1)
+    y = torch.addcmul(xe * cos, xe.flip(1), sin)  # e^(-i s phi) x'_s
+    m = torch.bmm(y.reshape(n, 2 * batch, span), decay).reshape(n, 2, batch, span)
+    h = torch.addcmul(m * cos, m.flip(1), sin, value=-1)  # e^(i t phi) m_t
+    return h[..., 1:]
 
 
 def _cut_at_resets(g: Tensor, pow_re: Tensor, pow_im: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,9 +15,12 @@ An input encoder Linear(input_dim, H) comes first and an output head Linear(H, o
 Sequence mode has no loop over time: ``models.scan.chunked_scan`` gives all states with batched
 matrix products, the initial state in closed form; the whole stack runs in the scan's
 chunk-major token order (the per-token layers do not care about order), so no layer reorders
-its activations. Reset uses the scan's a_t := 0 (Lu et al. 2023), no splitting. Step mode is the
-O(H N) recurrence. Complex numbers are carried as (real, imaginary) pairs; the state of a layer
-is a real (B, N, 2) tensor.
+its activations. A sequence of at most one chunk without resets (MAML's windows) takes
+``models.scan.one_chunk_scan`` in natural token order instead: no padding, no reordering, a
+fraction of the ops. Reset uses the scan's a_t := 0 (Lu et al. 2023), no splitting. Step mode is
+the O(H N) recurrence; without autograd (planning, rollouts) it runs on fused weights that are
+formed once and reused while the parameters stay the same (``SSM._step_weights``). Complex
+numbers are carried as (real, imaginary) pairs; the state of a layer is a real (B, N, 2) tensor.
 
 References:
     Orvieto et al., "Resurrecting Recurrent Neural Networks for Long Sequences" (LRU), ICML 2023.
@@ -30,7 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import cast
+import operator
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +42,7 @@ from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
 from models.layers import LayerNorm, gelu_native
-from models.scan import chunked_scan, to_chunks
+from models.scan import chunked_scan, one_chunk_scan, to_chunks
 
 _NU_LOG_MAX = math.log(30.0)
 """Above this nu_log, |lambda| = exp(-exp(nu_log)) < 1e-13 is zero for every purpose; clamping
@@ -180,6 +184,25 @@ class DiagonalRecurrence(nn.Module):
         u = read + z * self.D if z.shape[0] >= _UNFUSED_MIN_TOKENS else torch.addcmul(read, z, self.D)
         return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
 
+    def sequence_one_chunk(self, z: Tensor, h0: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """All steps of a sequence of at most one chunk, no reset, tokens in natural order.
+
+        Args:
+            z: (B * T, H), token b * T + t for step t of row b.
+            h0: (B, N, 2), the state before the first step.
+            batch: B.
+
+        Returns:
+            u (B * T, H) and the state after the last step, (B, N, 2).
+        """
+        states = self.B.shape[0]
+        x = (self._in_proj() @ z.T).reshape(states, 2, batch, -1)  # (N, 2, B, T)
+        log_mag, phase = self.decay()
+        h = one_chunk_scan(log_mag, phase, x, h0.permute(1, 2, 0))  # (N, 2, B, T)
+        read = h.reshape(2 * states, -1).T @ self._out_proj().T
+        u = read + z * self.D if z.shape[0] >= _UNFUSED_MIN_TOKENS else torch.addcmul(read, z, self.D)
+        return u, h[..., -1].permute(2, 0, 1)
+
     def step_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """What one step needs from the parameters, formed once per call of the model.
 
@@ -254,15 +277,97 @@ class SSM(SequenceModel):
         self.encoder = nn.Linear(config.input_dim, config.hidden_dim)
         self.blocks = nn.ModuleList(SSMBlock(config) for _ in range(config.num_layers))
         self.head = nn.Linear(config.hidden_dim, config.output_dim)
+        self._step_cache = _StepCache()
 
     def _blocks(self) -> list[SSMBlock]:
         return [cast(SSMBlock, block) for block in self.blocks]
+
+    def _step_leaves(self) -> list[Tensor | None]:
+        """Every parameter of the modules the fused step weights are formed from, looked up afresh
+        (``functional_call`` swaps parameters in and out; a submodule may have been replaced), in
+        a fixed order. Read from the modules' dicts: ``nn.Module.__getattr__`` costs more."""
+        modules = cast(dict[str, nn.Module], self._modules)
+        leaves: list[Tensor | None] = [*modules["encoder"]._parameters.values()]
+        for block in cast(dict[str, nn.Module], modules["blocks"]._modules).values():
+            for sub in cast(dict[str, nn.Module], block._modules).values():
+                leaves += sub._parameters.values()
+        leaves += modules["head"]._parameters.values()
+        return leaves
+
+    def _step_weights(self) -> _FusedStep | None:
+        """The fused one-step weights of the current parameters; None where they cannot be cached.
+
+        Reused only while every leaf is the same tensor object, at the same ``_version`` (which
+        every in-place write through the tensor bumps: optimiser steps, ``load_state_dict``,
+        ``copy_`` under no_grad), over the same memory (``is_set_to`` the alias taken when they
+        were formed: ``.to()`` / ``.data =`` / ``swap_tensors`` put new memory under the same
+        object). The one write no check sees is an in-place op on ``p.data``, which bypasses the
+        version counter (autograd's own checks miss it too); use ``p.copy_`` under no_grad.
+        Call only with autograd off and outside torch.func transforms.
+        """
+        leaves = self._step_leaves()
+        cache = self._step_cache
+        same = cast(list[Tensor], leaves)  # once the identity test passes: the cached leaves hold no None
+        if (
+            cache.weights is not None
+            and len(leaves) == len(cache.leaves)
+            and all(map(operator.is_, leaves, cache.leaves))
+            and [p._version for p in same] == cache.versions
+            and all(map(Tensor.is_set_to, same, cache.aliases))
+        ):
+            return cache.weights
+        plain = [p for p in leaves if isinstance(p, Tensor) and type(p) in (nn.Parameter, Tensor)]
+        if len(plain) != len(leaves):  # None, or a tracing mode's fake tensors
+            return None
+        weights = self._fuse_step_weights()
+        cache.weights = None  # never a half-updated entry, should anything below raise
+        cache.leaves, cache.versions = tuple(plain), [p._version for p in plain]
+        cache.aliases = tuple(p.detach() for p in plain)
+        cache.weights = weights
+        return weights
+
+    def _fuse_step_weights(self) -> _FusedStep:
+        """Each layer's step as three matrix products (see ``_fused_step``), weights formed now."""
+        layers = []
+        for block in self._blocks():
+            r = block.recurrence
+            states = r.B.shape[0]
+            log_mag, phase = r.decay()
+            mag = torch.exp(log_mag)
+            a_re, a_im = mag * torch.cos(phase), mag * torch.sin(phase)
+            # lambda h as h (B, 2N) @ M: per state the real 2x2 block [[a_re, a_im], [-a_im, a_re]]
+            # (rows: input re/im, columns: output re/im), on the diagonal of a (2N, 2N) matrix.
+            rotation = torch.stack([a_re, a_im, -a_im, a_re], dim=-1).reshape(states, 2, 1, 2)
+            eye = torch.eye(states, dtype=rotation.dtype, device=rotation.device).reshape(states, 1, states, 1)
+            mix = (eye * rotation).reshape(2 * states, 2 * states)
+            # One product of z gives the drive gamma B z and the skip D z (diag(D): exact products).
+            drive_skip = torch.cat([r._in_proj(), torch.diag(r.D)], dim=0).T  # (H, 2N + H)
+            glu = torch.cat([block.glu_value.weight, block.glu_gate.weight], dim=0).T  # (H, 2H)
+            glu_bias = torch.cat([block.glu_value.bias, block.glu_gate.bias])
+            norm = (block.norm.weight.clone(), block.norm.bias.clone(), block.norm.eps)
+            layers.append(_FusedLayer(*norm, drive_skip, mix, r._out_proj().T, glu, glu_bias))
+        # Copies, not views or the parameters themselves: a view would hold a reference to the
+        # parameter (torch.utils.swap_tensors, which Module.to may use, refuses such a tensor).
+        encoder, head = self.encoder, self.head
+        return _FusedStep(
+            encoder.weight.T.clone(), encoder.bias.clone(), tuple(layers), head.weight.T.clone(), head.bias.clone()
+        )
 
     def _init_state(self, batch_size: int, device: torch.device) -> State:
         dtype = self.encoder.weight.dtype  # the state follows the model's precision
         return tuple(torch.zeros(batch_size, self.state_dim, 2, device=device, dtype=dtype) for _ in self.blocks)
 
     def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        # Without autograd and outside torch.func transforms nothing differentiates or batches
+        # the weights, so the fused ones can be formed once and reused (planning, rollouts).
+        if not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
+            fused = self._step_weights()
+            if fused is not None:
+                return _fused_step(fused, x, state)
+        return self._differentiable_step(x, state)
+
+    def _differentiable_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One step from the parameters as they are: what autograd and vmap see."""
         encoder, head = self.encoder, self.head
         h = F.linear(x, encoder.weight, encoder.bias)  # (B, H)
         new_state = []
@@ -297,6 +402,8 @@ class SSM(SequenceModel):
 
     def _run(self, x: Tensor, state: State, reset: Tensor | None) -> tuple[Tensor, State]:
         batch, steps, _ = x.shape
+        if reset is None and steps <= self.chunk_size:
+            return self._run_one_chunk(x, state)
         size = min(self.chunk_size, steps)
         chunks = -(-steps // size)
         pad = chunks * size - steps
@@ -316,3 +423,80 @@ class SSM(SequenceModel):
             new_state.append(s)
         y = self.head(h).reshape(size, batch, chunks, -1).permute(1, 2, 0, 3).reshape(batch, chunks * size, -1)
         return (y[:, :steps] if pad else y), tuple(new_state)
+
+    def _run_one_chunk(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """``_run`` for T <= chunk_size without reset: one product per layer, tokens in natural order."""
+        batch, steps, _ = x.shape
+        encoder, head = self.encoder, self.head
+        h = F.linear(x.reshape(batch * steps, -1), encoder.weight, encoder.bias)  # (B * T, H)
+        new_state = []
+        for block, s in zip(self._blocks(), state, strict=True):
+            u, s = block.recurrence.sequence_one_chunk(block.norm(h), s, batch)
+            h = block.mix_tokens(h, u) if h.shape[0] >= _UNFUSED_MIN_TOKENS else block.mix(h, u)
+            new_state.append(s)
+        return F.linear(h, head.weight, head.bias).reshape(batch, steps, -1), tuple(new_state)
+
+
+class _FusedLayer(NamedTuple):
+    """One layer's step weights, formed by ``SSM._fuse_step_weights``."""
+
+    norm_weight: Tensor
+    norm_bias: Tensor
+    norm_eps: float
+    drive_skip: Tensor  # (H, 2N + H): z @ it = [gamma B z, D z]
+    mix: Tensor  # (2N, 2N): h @ it = lambda h
+    read: Tensor  # (2N, H): h @ it = Re(C h)
+    glu: Tensor  # (H, 2H): v @ it = [W_a v, W_b v]
+    glu_bias: Tensor  # (2H,)
+
+
+class _FusedStep(NamedTuple):
+    """The whole model's step weights; linear weights stored transposed, as addmm takes them."""
+
+    encoder: Tensor
+    encoder_bias: Tensor
+    layers: tuple[_FusedLayer, ...]
+    head: Tensor
+    head_bias: Tensor
+
+
+class _StepCache:
+    """The last fused step weights and what they were formed from (see ``SSM._step_weights``).
+
+    A deep copy or an unpickled model starts with an empty cache: its parameters are other tensors.
+    """
+
+    __slots__ = ("aliases", "leaves", "versions", "weights")
+
+    def __init__(self) -> None:
+        self.leaves: tuple[Tensor, ...] = ()
+        self.versions: list[int] = []
+        self.aliases: tuple[Tensor, ...] = ()
+        self.weights: _FusedStep | None = None
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _StepCache:
+        return _StepCache()
+
+    def __reduce__(self) -> tuple[type[_StepCache], tuple[()]]:
+        return (_StepCache, ())
+
+
+def _fused_step(weights: _FusedStep, x: Tensor, state: State) -> tuple[Tensor, State]:
+    """One step of the model on fused weights: per layer LayerNorm, three products, GELU, sigmoid
+    and one addcmul, the same function as ``SSM._differentiable_step`` (equal to float rounding).
+
+    Shapes: x (B, in), state one (B, N, 2) per layer -> y (B, out), the new state.
+    """
+    h = torch.addmm(weights.encoder_bias, x, weights.encoder)  # (B, H)
+    width = h.shape[1]
+    new_state = []
+    for layer, s in zip(weights.layers, state, strict=True):
+        z = F.layer_norm(h, (width,), layer.norm_weight, layer.norm_bias, layer.norm_eps)
+        drive_skip = z @ layer.drive_skip  # (B, 2N + H)
+        states2 = layer.mix.shape[0]
+        s2 = torch.addmm(drive_skip[:, :states2], s.reshape(s.shape[0], states2), layer.mix)  # (B, 2N)
+        u = torch.addmm(drive_skip[:, states2:], s2, layer.read)  # Re(C h) + D z, (B, H)
+        g = torch.addmm(layer.glu_bias, gelu_native(u), layer.glu)  # (B, 2H)
+        h = torch.addcmul(h, g[:, :width], torch.sigmoid(g[:, width:]))
+        new_state.append(s2.reshape(s.shape))
+    return torch.addmm(weights.head_bias, h, weights.head), tuple(new_state)

@@ -305,17 +305,21 @@ def test_long_sequence_is_finite_and_continuable() -> None:
 # ---- training ----------------------------------------------------------------------------------
 
 
-def test_second_order_meta_gradient_equals_finite_differences() -> None:
-    """MAML's meta-gradient through one inner step (double backward through the scan, with a
-    reset), against central differences of the outer loss in float64."""
-    model = _model(chunk_size=4).double().train()
+@pytest.mark.parametrize(("chunk", "with_reset"), [(4, True), (32, False)])
+def test_second_order_meta_gradient_equals_finite_differences(chunk: int, with_reset: bool) -> None:
+    """MAML's meta-gradient through one inner step (double backward through the scan: the
+    chunked one with a reset, or the one-chunk path), against central differences of the outer
+    loss in float64."""
+    model = _model(chunk_size=chunk).double().train()
     names = [k for k, _ in model.named_parameters()]
     x, target = (
         torch.randn(2, 19, IN, dtype=torch.float64),
         torch.randn(2, 19, OUT, dtype=torch.float64),
     )
-    reset = torch.zeros(2, 19, dtype=torch.bool)
-    reset[0, 6] = reset[1, 13] = True
+    reset: torch.Tensor | None = None
+    if with_reset:
+        reset = torch.zeros(2, 19, dtype=torch.bool)
+        reset[0, 6] = reset[1, 13] = True
     _, state = model(torch.randn(2, 5, IN, dtype=torch.float64), model.init_state(2))
     state = tuple(s.detach() for s in state)
 
