@@ -20,6 +20,8 @@ class ReportConfig:
         change), which is the target variance, 1 by construction for the standardised targets
         the dynamics protocol predicts (suites/data/normalize.py).
     dpi: resolution of the PNG figures.
+    jobs: processes drawing the figures (suites.report.render); None: one per usable core, at
+        most render.MAX_JOBS; 1 draws them in this process. The images do not depend on it.
     """
 
     reps: int = 2000
@@ -28,6 +30,7 @@ class ReportConfig:
     baseline: str | None = None
     zero_change_mse: float = 1.0
     dpi: int = 90
+    jobs: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.reps, int) or self.reps < 1:
@@ -36,3 +39,5 @@ class ReportConfig:
             raise ValueError(f"confidence: expected a value in (0, 1), got {self.confidence!r}")
         if self.dpi < 10:
             raise ValueError(f"dpi: expected >= 10, got {self.dpi!r}")
+        if self.jobs is not None and (not isinstance(self.jobs, int) or self.jobs < 1):
+            raise ValueError(f"jobs: expected None or a positive int, got {self.jobs!r}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -42,6 +44,33 @@ class Table:
     frame: pd.DataFrame
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Plot:
+    """A figure still to be drawn: a suites.plots function and its arguments.
+
+    Plain data (a module-level function, DataFrames, numbers), so that a worker process can draw
+    it (suites.report.render); ``draw()`` gives the same PNG bytes in any process.
+
+    Attributes:
+        kind: the drawing function, e.g. suites.plots.curves; returns PNG bytes.
+        args: its positional arguments.
+        kwargs: its keyword arguments.
+    """
+
+    kind: Callable[..., bytes]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, kind: Callable[..., bytes], *args: Any, **kwargs: Any) -> Plot:
+        """``Plot.of(f, a, k=v)``: the figure ``f(a, k=v)`` draws."""
+        return cls(kind, args, kwargs)
+
+    def draw(self) -> bytes:
+        """The PNG bytes of the figure."""
+        return self.kind(*self.args, **self.kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class Figure:
     """A PNG figure, written to figures/<name>.png and embedded in the HTML.
@@ -49,12 +78,13 @@ class Figure:
     Attributes:
         name: file stem, unique in the report.
         caption: what it shows and which rows it comes from.
-        png: the image.
+        plot: how to draw it; suites.report.render draws every figure once, possibly in a
+            worker process, and the renderers take the images by name.
     """
 
     name: str
     caption: str
-    png: bytes
+    plot: Plot
 
 
 Block = Text | Code | Table | Figure

@@ -8,7 +8,7 @@ import pandas as pd
 from suites import plots
 from suites.report import timing
 from suites.report.config import ReportConfig
-from suites.report.document import Block, Figure, Section, Table, Text
+from suites.report.document import Block, Figure, Plot, Section, Table, Text
 from suites.report.metrics import spec
 from suites.report.query import rows_of
 
@@ -33,7 +33,8 @@ def _curve(
     if sub.empty:
         return None
     arms = sub["arm"].nunique() > 1
-    png = plots.curves(
+    plot = Plot.of(
+        plots.curves,
         sub,
         spec(metric).step_label,
         spec(metric).label,
@@ -49,7 +50,7 @@ def _curve(
         name,
         f"{what} One panel per task; colour: model; {arm_note}{BANDS} "
         f"(rows: protocol={protocol}, metric={metric}).",
-        png,
+        plot,
     )
 
 
@@ -121,7 +122,8 @@ def mpc(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
     if not ret.empty:
         order = {a: i for i, a in enumerate(ARM_ORDER)}
         ret = ret.sort_values("arm", key=lambda s: s.map(lambda a: (order.get(a, len(order)), a)))
-        png = plots.bars(
+        plot = Plot.of(
+            plots.bars,
             ret,
             "arm",
             "arm (adaptation of the planner's model)",
@@ -136,7 +138,7 @@ def mpc(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 "MPC episode return per arm and model, "
                 "all tasks pooled; bars: mean over runs, whiskers: bootstrap 95% "
                 "interval (rows: protocol=mpc, metric=return).",
-                png,
+                plot,
             )
         )
     err = _curve(
@@ -157,7 +159,8 @@ def _loglog(rows: pd.DataFrame, metric: str, config: ReportConfig) -> list[Block
     fits = timing.slopes(rows, metric, config.confidence)
     if points.empty or fits.empty:
         return []
-    png = plots.loglog(
+    plot = Plot.of(
+        plots.loglog,
         points,
         fits,
         f"{spec(metric).step_label} (log)",
@@ -171,7 +174,7 @@ def _loglog(rows: pd.DataFrame, metric: str, config: ReportConfig) -> list[Block
             f"{spec(metric).step_label}, log-log: points are runs, lines least-squares "
             "power-law fits whose slope is the growth exponent (1 = linear) (rows: "
             f"protocol=timing, metric={metric}).",
-            png,
+            plot,
         ),
         Table(
             f"slopes_{metric}",
@@ -207,7 +210,8 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
     if not lat.empty:
         lat = lat.groupby(["metric", "model", "seed"], as_index=False)["value"].mean()
         lat["batch"] = lat["metric"].str.replace("step_latency_ms_b", "batch ", regex=False)
-        png = plots.bars(
+        plot = Plot.of(
+            plots.bars,
             lat,
             "batch",
             "batch size (rows stepped together)",
@@ -222,7 +226,7 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 "One-step latency at batch 1 and 32: bars mean "
                 "over seeds of each run's mean over steps, whiskers bootstrap 95% "
                 "interval (rows: protocol=timing, metric=step_latency_ms_b1/_b32).",
-                png,
+                plot,
             )
         )
     speed = timing.vmap_speedup(rows)
@@ -238,7 +242,8 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
             )
         )
         bars = speed.rename(columns={"speedup": "value"})
-        png = plots.bars(
+        plot = Plot.of(
+            plots.bars,
             bars,
             "tasks",
             "tasks per meta-batch (count)",
@@ -251,12 +256,13 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 "Speed-up of the vmapped MAML meta-update "
                 "over the per-task loop (median ratio per model; table "
                 "maml_vmap_speedup).",
-                png,
+                plot,
             )
         )
     coll = timing.collect_rows(rows)
     if not coll.empty:
-        png = plots.bars(
+        plot = Plot.of(
+            plots.bars,
             coll,
             "task",
             "task",
@@ -272,7 +278,7 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 "Data-collection throughput per task: bars mean "
                 "over runs, whiskers bootstrap 95% interval (rows: protocol=timing, "
                 "metric=collect_steps_per_s).",
-                png,
+                plot,
             )
         )
     if not blocks:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from html import escape
 
 import numpy as np
@@ -59,8 +60,8 @@ def _table(table: Table) -> str:
     )
 
 
-def _figure(fig: Figure) -> str:
-    data = base64.b64encode(fig.png).decode("ascii")
+def _figure(fig: Figure, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
     return (
         f'<figure id="figure-{escape(fig.name)}"><img alt="{escape(fig.name)}" '
         f'src="data:image/png;base64,{data}"><figcaption>Figure ({escape(fig.name)}): '
@@ -68,8 +69,8 @@ def _figure(fig: Figure) -> str:
     )
 
 
-def render_html(title: str, sections: list[Section]) -> str:
-    """The whole report as one HTML document."""
+def render_html(title: str, sections: list[Section], images: Mapping[str, bytes]) -> str:
+    """The whole report as one HTML document; ``images`` holds each figure's PNG by name."""
     toc = "".join(f'<li><a href="#{s.anchor}">{escape(s.title)}</a></li>' for s in sections)
     parts = [
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
@@ -86,7 +87,7 @@ def render_html(title: str, sections: list[Section]) -> str:
             elif isinstance(block, Table):
                 parts.append(_table(block))
             elif isinstance(block, Figure):
-                parts.append(_figure(block))
+                parts.append(_figure(block, images[block.name]))
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from suites import plots
 from suites.report.config import ReportConfig
-from suites.report.document import Code, Figure, Section, Table, Text
+from suites.report.document import Code, Figure, Plot, Section, Table, Text
 from suites.report.load import Run
 
 
@@ -104,15 +104,15 @@ def models(run: Run, config: ReportConfig) -> Section:
     counts = frame.dropna(subset=["params"]).rename(columns={"params": "value"})
     if not counts.empty:
         counts["value"] = counts["value"].astype(float)
-        png = plots.bars(
-            counts, "model", "model", "trainable parameters (count)", hue=None, dpi=config.dpi
+        plot = Plot.of(
+            plots.bars, counts, "model", "model", "trainable parameters (count)", hue=None, dpi=config.dpi
         )
         blocks.append(
             Figure(
                 "params",
                 "Trainable parameters per model (cells.params, median "
                 "over ok cells); equal budgets make the comparison fair.",
-                png,
+                plot,
             )
         )
     return Section("Models", tuple(blocks))

@@ -8,7 +8,7 @@ import pandas as pd
 from suites import plots
 from suites.report import tables
 from suites.report.config import ReportConfig
-from suites.report.document import Block, Figure, Section, Table, Text
+from suites.report.document import Block, Figure, Plot, Section, Table, Text
 from suites.report.metrics import spec
 from suites.report.query import Selection, main_selection, rows_of
 
@@ -47,7 +47,8 @@ def headline(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
         lambda m: " (lower better)" if spec(m).lower_is_better else " (higher better)"
     )
     panel = frame["protocol"] + ": " + frame["metric"] + arrows
-    png = plots.intervals(
+    plot = Plot.of(
+        plots.intervals,
         _interval_frame(frame, panel),
         "IQM over runs x tasks (metric's unit)",
         panel="panel",
@@ -67,7 +68,7 @@ def headline(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 "IQM (point) and stratified-bootstrap "
                 f"{config.confidence:.0%} interval (bar) per model, one panel per protocol's main "
                 f"metric, in that metric's unit; filters as in table headline: {filters}",
-                png,
+                plot,
             ),
         ),
     )
@@ -128,7 +129,8 @@ def normalised(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 ranks,
             )
         )
-    png = plots.intervals(
+    plot = Plot.of(
+        plots.intervals,
         _interval_frame(norm_frame, norm_frame["protocol"] + ": " + norm_frame["metric"]),
         "normalised score, IQM (0 = low ref, 1 = high)",
         panel="panel",
@@ -140,7 +142,7 @@ def normalised(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
             "Normalised score per model: IQM (point) and "
             f"stratified-bootstrap {config.confidence:.0%} interval (bar), one panel "
             "per protocol (table normalised_scores).",
-            png,
+            plot,
         )
     )
     return Section("Normalised scores and ranking", tuple(blocks))
@@ -159,7 +161,8 @@ def improvement(rows: pd.DataFrame, config: ReportConfig, baseline: str) -> Sect
         ["protocol", "metric", "arm", "model", "baseline", "tasks", "p_improvement", "low", "high"]
     ]
     plot = frame.rename(columns={"p_improvement": "iqm"})
-    png = plots.intervals(
+    plot = Plot.of(
+        plots.intervals,
         _interval_frame(plot, plot["protocol"] + ": " + plot["metric"]),
         f"P(model better than {baseline})",
         panel="panel",
@@ -186,7 +189,7 @@ def improvement(rows: pd.DataFrame, config: ReportConfig, baseline: str) -> Sect
                 f"P(model better than {baseline}) (point) with its "
                 f"{config.confidence:.0%} interval (bar); dashed line: 0.5, no difference "
                 "(table probability_of_improvement).",
-                png,
+                plot,
             ),
         ),
     )
