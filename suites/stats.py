@@ -53,8 +53,19 @@ def iqm(x: np.ndarray) -> np.ndarray:
     """Interquartile mean: the mean of the middle 50% of values along the last axis.
 
     Shapes: (..., n) -> (...). References: Agarwal et al. 2021, Sec. 4.
+
+    The same operations as scipy.stats.trim_mean(x, 0.25, axis=-1) (partition, slice, mean), so
+    the same bits, without its per-call input handling, which cost more than the arithmetic on a
+    report's thousand small resample arrays; NaN or empty input goes to scipy itself.
     """
-    return np.asarray(stats.trim_mean(x, 0.25, axis=-1))
+    a = np.asarray(x)
+    if a.size == 0 or a.shape[-1] == 0 or np.isnan(a).any():
+        return np.asarray(stats.trim_mean(a, 0.25, axis=-1))
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(float)
+    n = a.shape[-1]
+    low = int(0.25 * n)
+    return np.asarray(np.mean(np.partition(a, (low, n - low - 1), axis=-1)[..., low : n - low], axis=-1))
 
 
 def std(x: np.ndarray) -> np.ndarray:

@@ -22,6 +22,22 @@ def test_aggregates_by_hand() -> None:
     assert stats.std(np.array([[5.0]]))[0] == 0.0
 
 
+def test_iqm_is_bit_for_bit_scipy_trim_mean() -> None:
+    """The report's tables print IQMs: the fast path must give scipy's exact bits, NaN rows
+    (NaN), integers (float) and every shape a table meets included."""
+    rng = np.random.default_rng(5)
+    shapes = ((1,), (3,), (8,), (2000, 3), (2000, 24), (4, 5, 7))
+    arrays = [rng.normal(size=s) * 10.0 ** rng.uniform(-3, 3, size=s) for s in shapes]
+    with_nan = rng.normal(size=(6, 9))
+    with_nan[2, 4] = np.nan
+    arrays += [with_nan, rng.integers(-50, 50, size=(40, 7))]
+    for x in arrays:
+        got, want = stats.iqm(x), np.asarray(sps.trim_mean(x, 0.25, axis=-1))
+        assert got.shape == want.shape and got.dtype == want.dtype, x.shape
+        np.testing.assert_array_equal(got, want)
+    assert np.isnan(stats.iqm(with_nan)[2]) and np.isfinite(stats.iqm(with_nan)[[0, 1, 3, 4, 5]]).all()
+
+
 def test_stratified_bootstrap_point_estimate_pools_runs_and_tasks() -> None:
     ci = stats.stratified_bootstrap(TABLE, stats.iqm, np.random.default_rng(0), reps=200)
     assert ci.estimate == pytest.approx(4.5)
