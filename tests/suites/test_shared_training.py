@@ -13,6 +13,7 @@ from suites.protocols.base import Cell
 from suites.protocols.dynamics import DynamicsSettings
 from suites.protocols.mpc import MPCSettings
 from suites.protocols.training import ModelStore, TrainingKey, TrainingSettings, train_dynamics
+from suites.spec import load_suite
 
 TASK = "pendulum-mass-length"
 TRAINING = TrainingSettings(
@@ -114,3 +115,9 @@ def test_mpc_settings_keep_online_and_meta_training_learning_rates_apart() -> No
     assert split.online_lr == 0.01 and split.training() == MPC.training()
     with pytest.raises(ValueError, match="adapt_lr: expected a positive number, got -1"):
         dataclasses.replace(MPC, adapt_lr=-1.0)
+
+
+def test_the_quick_suites_mpc_trains_like_its_dynamics_protocol() -> None:
+    """So the main job meta-trains each dynamics model once per seed (its mpc cells load it)."""
+    settings = {p.protocol: p.settings for p in load_suite("quick").protocols}
+    assert settings["mpc"].training() == settings["dynamics"].training()
