@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -71,3 +75,61 @@ def gelu_native(x: Tensor) -> Tensor:
     if x.shape[0] > 1:
         return F.gelu(x.t()).t()
     return F.gelu(x.expand(2, -1))[:1]
+
+
+_Built = TypeVar("_Built")
+
+
+class WeightCache(Generic[_Built]):
+    """Weights derived from a module's parameters (transposed, fused, masked), formed once and
+    reused while the parameters stay the same: for a one-step path run many times without
+    autograd (planning, rollouts), where forming them costs as much as the step itself.
+
+    Reused only while every leaf is the same tensor object, at the same ``_version`` (which every
+    in-place write through the tensor bumps: optimiser steps, ``load_state_dict``, ``copy_`` under
+    no_grad), over the same memory (``is_set_to`` the alias taken when they were formed: ``.to()``
+    / ``.data =`` / ``swap_tensors`` put new memory under the same object). The one write no
+    check sees is an in-place op on ``p.data``, which bypasses the version counter (autograd's own
+    checks miss it too); use ``p.copy_`` under no_grad. The same checks as the SSM's step cache
+    (models/ssm.py). A deep copy or an unpickled module starts with an empty cache.
+    """
+
+    __slots__ = ("aliases", "leaves", "value", "versions")
+
+    def __init__(self) -> None:
+        self.leaves: tuple[Tensor, ...] = ()
+        self.versions: list[int] = []
+        self.aliases: tuple[Tensor, ...] = ()
+        self.value: _Built | None = None
+
+    def get(self, leaves: list[Tensor | None], build: Callable[[], _Built]) -> _Built | None:
+        """The weights ``build()`` forms from ``leaves``, cached; None where they cannot be cached
+        (a leaf that is None, or not a plain tensor, as a tracing mode's fake tensors).
+
+        Call only with autograd off and outside torch.func transforms: the weights are detached
+        from nothing and batched over nothing.
+        """
+        same = cast(list[Tensor], leaves)  # once the identity test passes: no None among them
+        if (
+            self.value is not None
+            and len(leaves) == len(self.leaves)
+            and all(map(operator.is_, leaves, self.leaves))
+            and [p._version for p in same] == self.versions
+            and all(map(Tensor.is_set_to, same, self.aliases))
+        ):
+            return self.value
+        plain = [p for p in leaves if isinstance(p, Tensor) and type(p) in (nn.Parameter, Tensor)]
+        if len(plain) != len(leaves):
+            return None
+        value = build()
+        self.value = None  # never a half-updated entry, should anything below raise
+        self.leaves, self.versions = tuple(plain), [p._version for p in plain]
+        self.aliases = tuple(p.detach() for p in plain)
+        self.value = value
+        return value
+
+    def __deepcopy__(self, memo: dict[int, object]) -> WeightCache[_Built]:
+        return WeightCache()
+
+    def __reduce__(self) -> tuple[type[WeightCache[Any]], tuple[()]]:
+        return (WeightCache, ())

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
-from models.layers import LayerNorm, gelu_native, layer_norm
+from models.layers import LayerNorm, WeightCache, gelu_native, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,6 +334,62 @@ class Transformer(SequenceModel):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = LayerNorm(config.hidden_dim)
         self.head = nn.Linear(config.hidden_dim, config.output_dim)
+        self._step_cache: WeightCache[_FusedStep] = WeightCache()
+
+    def _step_leaves(self) -> list[Tensor | None]:
+        """Every parameter the fused step weights are formed from, looked up afresh
+        (``functional_call`` swaps parameters in and out; a submodule may have been replaced), in
+        a fixed order. Read from the modules' dicts: ``nn.Module.__getattr__`` costs more."""
+        modules = self._modules
+        leaves: list[Tensor | None] = [*cast(nn.Module, modules["encoder"])._parameters.values()]
+        for block in cast(nn.Module, modules["blocks"])._modules.values():
+            for sub in cast(nn.Module, block)._modules.values():
+                leaves += cast(nn.Module, sub)._parameters.values()
+                for leaf in cast(nn.Module, sub)._modules.values():  # qkv, out; the MLP's layers
+                    leaves += cast(nn.Module, leaf)._parameters.values()
+        leaves += cast(nn.Module, modules["norm"])._parameters.values()
+        leaves += cast(nn.Module, modules["head"])._parameters.values()
+        return leaves
+
+    def _fuse_step_weights(self) -> _FusedStep:
+        """The step's weights in the form ``_fused_step`` takes them, formed now (copies, never
+        views of the parameters: a view would hold on to a parameter that ``swap_tensors`` may
+        want to replace)."""
+        layers = []
+        for block in cast(list[Block], self.blocks):
+            attn, (up, _, down) = block.attn, cast(tuple[nn.Linear, nn.GELU, nn.Linear], tuple(block.mlp))
+            width = attn.attn_dim
+            w_q, w_kv = attn.qkv.weight[:width], attn.qkv.weight[width:]  # (A, D), (2A, D)
+            b_q, b_kv = attn.qkv.bias[:width], attn.qkv.bias[width:]
+            # the query spread block-diagonally over its heads, (H, A), scaled by 1 / sqrt(dh)
+            spread = attn.head_mask / math.sqrt(attn.head_dim)  # (H, A)
+            qkv = torch.cat([(w_q.t()[:, None, :] * spread).flatten(1), w_kv.t()], dim=1)
+            qkv_bias = torch.cat([(b_q * spread).flatten(), b_kv])
+            out = (attn.out.weight.t() * attn.head_mask_3d).flatten(0, 1)  # (H A, D)
+            layers.append(
+                _FusedLayer(
+                    _norm_weights(block.norm_attn),
+                    qkv,
+                    qkv_bias,
+                    attn.rel_bias.flip(-1),
+                    out,
+                    attn.out.bias.clone(),
+                    _norm_weights(block.norm_mlp),
+                    up.weight.t().contiguous(),
+                    up.bias.clone(),
+                    down.weight.t().contiguous(),
+                    down.bias.clone(),
+                )
+            )
+        encoder, head = self.encoder, self.head
+        return _FusedStep(
+            encoder.weight.t().contiguous(),
+            encoder.bias.clone(),
+            tuple(layers),
+            _norm_weights(self.norm),
+            head.weight.t().contiguous(),
+            head.bias.clone(),
+        )
 
     def _init_state(self, batch_size: int, device: torch.device) -> State:
         shape = (batch_size, self.cache_len, self.kv_width)
@@ -380,19 +436,34 @@ class Transformer(SequenceModel):
         """
         valid = state[0]
         mask: Tensor | None = None
-        if torch._C._are_functorch_transforms_active() or not bool(valid.all()):
+        plain = not torch._C._are_functorch_transforms_active()
+        if not plain or not bool(valid.all()):
             seen = F.pad(valid, (0, 1), value=True)  # (B, C + 1): the cache, then this step
             mask = torch.where(seen, 0.0, float("-inf")).unsqueeze(1)  # (B, 1, C + 1)
             valid = seen[:, 1:]
+        # Without autograd and outside torch.func transforms nothing differentiates or batches
+        # the weights, so the fused ones can be formed once and reused (planning, rollouts).
+        if plain and not torch.is_grad_enabled():
+            fused = self._step_cache.get(self._step_leaves(), self._fuse_step_weights)
+            if fused is not None:
+                y, caches = _fused_step(fused, x, state[1:], mask)
+                return y, (valid, *caches)
+        return self._differentiable_step(x, valid, state[1:], mask)
+
+    def _differentiable_step(
+        self, x: Tensor, valid: Tensor, caches: tuple[Tensor, ...], mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """One step from the parameters as they are: what autograd and vmap see. ``valid`` is
+        the next state's; ``mask`` (B, 1, C + 1) hides the empty slots, None if there are none."""
         encoder = self.encoder
         h = F.linear(x, encoder.weight, encoder.bias)
-        caches = []
-        for block, kv in zip(cast(list[Block], self.blocks), state[1:], strict=True):
+        new_caches = []
+        for block, kv in zip(cast(list[Block], self.blocks), caches, strict=True):
             h, kv_all = block.step(h, kv, mask)
-            caches.append(kv_all[:, 1:])  # drop the oldest slot
+            new_caches.append(kv_all[:, 1:])  # drop the oldest slot
         head, norm = self.head, self.norm
         y = F.linear(layer_norm(h, norm.weight, norm.bias, norm.eps), head.weight, head.bias)
-        return y, (valid, *caches)
+        return y, (valid, *new_caches)
 
     def _forward_sequence_with_reset(
         self, x: Tensor, state: State, reset: Tensor
@@ -401,3 +472,74 @@ class Transformer(SequenceModel):
         episode = torch.cumsum(reset.long(), dim=1)  # (B, T)
         segment = torch.cat([episode.new_zeros(x.shape[0], self.cache_len), episode], dim=1)
         return self._run(x, state, segment)
+
+
+class _Norm(NamedTuple):
+    """A LayerNorm's weights, copied."""
+
+    weight: Tensor
+    bias: Tensor
+    eps: float
+
+
+def _norm_weights(norm: LayerNorm) -> _Norm:
+    return _Norm(norm.weight.clone(), norm.bias.clone(), norm.eps)
+
+
+class _FusedLayer(NamedTuple):
+    """One block's step weights, formed by ``Transformer._fuse_step_weights``; linear weights
+    stored transposed, as addmm takes them."""
+
+    norm_attn: _Norm
+    qkv: Tensor  # (D, H A + 2A): z @ it = [q spread over the heads (H, A), scaled; k; v]
+    qkv_bias: Tensor  # (H A + 2A,)
+    rel_bias: Tensor  # (H, C + 1): the position bias in slot order (slot s holds offset C - s)
+    out: Tensor  # (H A, D): each head's rows read only its own channels
+    out_bias: Tensor
+    norm_mlp: _Norm
+    up: Tensor  # (D, M)
+    up_bias: Tensor
+    down: Tensor  # (M, D)
+    down_bias: Tensor
+
+
+class _FusedStep(NamedTuple):
+    """The whole model's step weights."""
+
+    encoder: Tensor  # (in, D)
+    encoder_bias: Tensor
+    layers: tuple[_FusedLayer, ...]
+    norm: _Norm
+    head: Tensor  # (D, out)
+    head_bias: Tensor
+
+
+def _fused_step(
+    weights: _FusedStep, x: Tensor, caches: tuple[Tensor, ...], mask: Tensor | None
+) -> tuple[Tensor, list[Tensor]]:
+    """``Transformer._differentiable_step`` on fused weights (equal to float rounding): per layer
+    two LayerNorms, the query spread over its heads and the keys | values from one product,
+    the cache written with one concatenation, three batched products for the attention
+    (see ``Attention.step``), the MLP. x (B, in), caches (B, C, 2A) -> y (B, out), caches."""
+    batch = x.shape[0]
+    h = torch.addmm(weights.encoder_bias, x, weights.encoder)  # (B, D)
+    new_caches = []
+    for layer, kv in zip(weights.layers, caches, strict=True):
+        width, spread = kv.shape[2] // 2, layer.out.shape[0]  # A, H A
+        n = layer.norm_attn
+        z = F.layer_norm(h, (h.shape[1],), n.weight, n.bias, n.eps)
+        qkv = torch.addmm(layer.qkv_bias, z, layer.qkv)  # (B, H A + 2A)
+        kv_all = torch.cat([kv, qkv[:, None, spread:]], dim=1)  # (B, C + 1, 2A)
+        q = qkv[:, :spread].view(batch, -1, width)  # (B, H, A)
+        bias = layer.rel_bias if mask is None else layer.rel_bias + mask
+        logits = torch.baddbmm(bias, q, kv_all[..., :width].transpose(1, 2))  # (B, H, C + 1)
+        att = torch.bmm(logits.softmax(dim=-1), kv_all[..., width:])  # (B, H, A)
+        h = h + torch.addmm(layer.out_bias, att.view(batch, spread), layer.out)
+        n = layer.norm_mlp
+        z = F.layer_norm(h, (h.shape[1],), n.weight, n.bias, n.eps)
+        m = gelu_native(torch.addmm(layer.up_bias, z, layer.up))
+        h = h + torch.addmm(layer.down_bias, m, layer.down)
+        new_caches.append(kv_all[:, 1:])  # drop the oldest slot
+    n = weights.norm
+    z = F.layer_norm(h, (h.shape[1],), n.weight, n.bias, n.eps)
+    return torch.addmm(weights.head_bias, z, weights.head), new_caches

@@ -124,20 +124,23 @@ def test_multi_block_sequence_equals_steps_and_chunks_from_a_nonzero_state(windo
     assert max_abs_error(state, s_seq) <= 1e-5
 
 
-def test_step_cost_does_not_grow_with_steps_taken() -> None:
+@pytest.mark.parametrize("grad", [True, False])  # the differentiable step; the fused one
+def test_step_cost_does_not_grow_with_steps_taken(grad: bool) -> None:
     """Same ops on the same shapes every step: one list while the cache has empty slots (masked),
     a shorter one once it is full (no mask), and nothing scales with the steps seen."""
     model = _model(window=6)
     state = model.init_state(2)
     traces = {}
-    for t in range(40):
-        x_t = torch.randn(2, IN)
-        if t in (0, 3, 5, 6, 39):
-            with OpRecorder() as rec:
+    with torch.set_grad_enabled(grad):
+        model(torch.randn(2, IN), state)  # the fused weights are formed on the first no-grad step
+        for t in range(40):
+            x_t = torch.randn(2, IN)
+            if t in (0, 3, 5, 6, 39):
+                with OpRecorder() as rec:
+                    _, state = model(x_t, state)
+                traces[t] = rec.ops
+            else:
                 _, state = model(x_t, state)
-            traces[t] = rec.ops
-        else:
-            _, state = model(x_t, state)
     assert traces[0] == traces[3]  # W - 1 = 5 slots, not all valid yet
     assert traces[5] == traces[6] == traces[39]  # full from step 5 on
     masked, full = (collections.Counter(op for op, _ in traces[t]) for t in (0, 39))
