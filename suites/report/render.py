@@ -23,7 +23,10 @@ MAX_JOBS = 8
 
 
 def default_jobs() -> int:
-    """One drawing process per core this process may run on, at most MAX_JOBS."""
+    """One drawing process per core this process may run on, at most MAX_JOBS; 1 inside a
+    daemonic worker process (e.g. of multiprocessing.Pool), which may not start processes."""
+    if multiprocessing.current_process().daemon:
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, MAX_JOBS))
 

@@ -1,19 +1,18 @@
-"""suites.report.render: figures drawn in worker processes are the bytes drawn in this one, a
-report does not depend on how many processes drew it, and drawing errors reach the caller."""
+"""suites.report.render: figures drawn in worker processes are the bytes drawn in this one, and
+drawing errors reach the caller (test_report checks a whole report drawn by one or two processes)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import multiprocessing
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from suites import plots
-from suites.report import ReportConfig, build_report
+from suites.report import ReportConfig
 from suites.report.document import Plot
-from suites.report.render import Drawer
-from tests.reports.synthetic_run import make_run_dir
+from suites.report.render import MAX_JOBS, Drawer, default_jobs
 
 
 def _frame() -> pd.DataFrame:
@@ -39,17 +38,6 @@ def test_pool_draws_the_bytes_this_process_draws() -> None:
     assert all(png.startswith(b"\x89PNG") for png in here.values())
 
 
-def test_report_is_the_same_drawn_by_one_or_two_processes(tmp_path: Path) -> None:
-    run = make_run_dir(tmp_path / "run", seeds=2)
-    one = build_report(run, tmp_path / "one", ReportConfig(reps=40, dpi=30, jobs=1))
-    two = build_report(run, tmp_path / "two", ReportConfig(reps=40, dpi=30, jobs=2))
-    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
-    assert len([f for f in files if f.suffix == ".png"]) == 17
-    for rel in files:
-        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
-
-
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_figure_that_fails_to_draw_raises(jobs: int) -> None:
     broken = Plot.of(plots.bars, _frame().drop(columns="value"), "model", "model", "MSE", hue=None)
@@ -67,3 +55,13 @@ def test_bad_use_names_the_field() -> None:
             drawer.submit("bars", PLOTS["bars"])
     with pytest.raises(ValueError, match="jobs: expected None or a positive int, got 0"):
         ReportConfig(jobs=0)
+
+
+def _jobs_in_a_daemon(_: int) -> int:
+    return default_jobs()
+
+
+def test_default_jobs_is_one_inside_a_daemonic_worker() -> None:
+    assert 1 <= default_jobs() <= MAX_JOBS
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.map(_jobs_in_a_daemon, [0]) == [1]

@@ -4,6 +4,7 @@ subsets of protocols, and the one-line errors of unusable directories."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from html.parser import HTMLParser
@@ -17,7 +18,8 @@ from scipy import stats as sps
 from suites.report import ReportConfig, build_report
 from tests.reports.synthetic_run import make_run_dir
 
-FAST = ReportConfig(reps=50, dpi=30)
+FAST = ReportConfig(reps=50, dpi=30, jobs=2)
+"""Small settings; figures drawn by two worker processes, the default on a 2-core machine."""
 
 SECTIONS = [
     "Summary",
@@ -110,6 +112,17 @@ def test_report_has_every_section_figure_and_table(built: tuple[Path, Path]) -> 
     for name in tables:
         assert not pd.read_csv(out / "tables" / f"{name}.csv").empty, name
     assert sorted(p.stem for p in (out / "tables").glob("*.csv")) == sorted(tables)
+
+
+def test_report_is_the_same_drawn_by_one_or_two_processes(built: tuple[Path, Path]) -> None:
+    """Every file, figures included, byte for byte: drawing in workers changes nothing."""
+    run, two = built
+    one = build_report(run, two.parent / "one_process", dataclasses.replace(FAST, jobs=1))
+    files = sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert sorted(f.stem for f in files if f.suffix == ".png") == sorted(FIGURES)
+    for rel in files:
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
 
 
 def test_html_is_self_contained(built: tuple[Path, Path]) -> None:
