@@ -230,15 +230,19 @@ class Attention(nn.Module):
         self.register_buffer("head_mask", mask, persistent=False)
         self.register_buffer("head_mask_3d", mask[:, :, None].contiguous(), persistent=False)
 
-    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """h (B, T, D), cache (B, C, 2A) -> (B, T, D) and keys | values (B, C + T, 2A)."""
+    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """h (B, T, D), cache (B, C, 2A) -> (B, T, D) and keys, values (B, C + T, H, dh).
+
+        Keys and values are concatenated to the cache separately (not as one keys | values
+        tensor): the gradient of a slice of a joint tensor would cost a zero-filled full-size
+        tensor per slice, in the backward and again in MAML's second-order backward.
+        """
         batch, steps, _ = h.shape
         width, heads = self.attn_dim, self.num_heads
-        qkv = self.qkv(h)  # (B, T, 3A): q, k, v
-        kv_all = torch.cat([cache, qkv[..., width:]], dim=1)  # (B, C + T, 2A)
-        q = qkv[..., :width].reshape(batch, steps, heads, -1)  # (B, T, H, dh)
-        k_all = kv_all[..., :width].reshape(batch, kv_all.shape[1], heads, -1)  # (B, C + T, H, dh)
-        v_all = kv_all[..., width:].reshape(batch, kv_all.shape[1], heads, -1)
+        q, k, v = self.qkv(h).reshape(batch, steps, 3, heads, -1).unbind(dim=2)  # (B, T, H, dh)
+        per_head = (batch, cache.shape[1], heads, self.head_dim)
+        k_all = torch.cat([cache[..., :width].reshape(per_head), k], dim=1)  # (B, C + T, H, dh)
+        v_all = torch.cat([cache[..., width:].reshape(per_head), v], dim=1)
         keys = mask.shape[-1]  # Q + C keys per block of Q queries
         block = keys - self.cache_len
         bias = torch.where(
@@ -247,7 +251,7 @@ class Attention(nn.Module):
             float("-inf"),
         )  # (H, Q, Q + C)
         att = banded_attention(q / math.sqrt(self.head_dim), k_all, v_all, bias, mask)
-        return self.out(att.reshape(batch, steps, -1)), kv_all
+        return self.out(att.reshape(batch, steps, -1)), k_all, v_all
 
     def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One query per head against the W - 1 cached keys and its own key.
@@ -298,10 +302,10 @@ class Block(nn.Module):
             nn.Linear(config.mlp_dim, config.hidden_dim),
         )
 
-    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        a, kv_all = self.attn(self.norm_attn(h), cache, mask)
+    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        a, k_all, v_all = self.attn(self.norm_attn(h), cache, mask)
         h = h + a
-        return h + self.mlp(self.norm_mlp(h)), kv_all
+        return h + self.mlp(self.norm_mlp(h)), k_all, v_all
 
     def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """``forward`` for one step, h (B, D) (see ``Attention.step``), calling the linear layers'
@@ -407,8 +411,9 @@ class Transformer(SequenceModel):
         h = self.encoder(x)  # (B, T, D)
         caches = []
         for block, kv in zip(self.blocks, state[1:], strict=True):
-            h, kv_all = block(h, kv, mask)
-            caches.append(kv_all[:, kv_all.shape[1] - cache :])  # the last W - 1 steps
+            h, k_all, v_all = block(h, kv, mask)
+            start = k_all.shape[1] - cache  # the last W - 1 steps, keys | values
+            caches.append(torch.cat([k_all[:, start:].flatten(2), v_all[:, start:].flatten(2)], dim=2))
         y = self.head(self.norm(h))
 
         valid = valid_all[:, valid_all.shape[1] - cache :]  # (B, C)
