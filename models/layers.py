@@ -13,13 +13,17 @@ from torch._C import _functorch
 
 
 class LayerNorm(nn.Module):
-    """Layer normalisation (Ba et al. 2016) over the last dim; composite under torch.func.
+    """Layer normalisation (Ba et al. 2016) over the last dim; affine split off under torch.func.
 
-    torch's fused ``layer_norm`` has a wrong batching rule for its backward (pytorch/functorch
-    issue 534): a second-order meta-gradient taken by autograd through ``vmap`` of
-    ``torch.func.grad`` (MetaMAML's vectorised path) comes out wrong, by 1e-2 in float64 here.
-    Under a torch.func transform this module computes the same function from elementary ops,
-    which differentiate correctly; elsewhere it uses the fused kernel, about 4x faster.
+    torch's fused ``layer_norm`` with a weight and bias has a wrong batching rule for its
+    backward (pytorch/functorch issue 534): a second-order meta-gradient taken by autograd
+    through ``vmap`` of ``torch.func.grad`` (MetaMAML's vectorised path) comes out wrong, by 1e-2
+    in float64 here. The error is in the weight and bias part: the fused normalisation without
+    an affine differentiates correctly under vmap, to second order, for every mix of batched and
+    unbatched input, weight and bias (tests/models/test_layers.py). So under a torch.func
+    transform this module normalises with the fused kernel and applies the affine with one
+    ``addcmul`` (``layer_norm_split``: 2 ops, and their derivatives, where the elementary
+    composite ``layer_norm_composite`` takes 10); elsewhere it uses the fused kernel whole.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
@@ -34,14 +38,20 @@ class LayerNorm(nn.Module):
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``LayerNorm``'s function, for callers that skip the module call (a one-step path, where
-    the call costs as much as the kernel): the fused kernel, or the composite under a
+    the call costs as much as the kernel): the fused kernel, or ``layer_norm_split`` under a
     torch.func transform that wraps one of the tensors."""
     # Wrapped tensors exist only inside a transform: one global check decides most calls.
     if not torch._C._are_functorch_transforms_active() or not any(
         map(_functorch.is_functorch_wrapped_tensor, (x, weight, bias))
     ):
         return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
-    return layer_norm_composite(x, weight, bias, eps)
+    return layer_norm_split(x, weight, bias, eps)
+
+
+def layer_norm_split(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """The fused normalisation without its affine, then ``bias + normalised * weight``: the
+    same function as ``F.layer_norm`` (to rounding), with a backward that batches correctly."""
+    return torch.addcmul(bias, F.layer_norm(x, (x.shape[-1],), None, None, eps), weight)
 
 
 def layer_norm_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
