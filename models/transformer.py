@@ -23,7 +23,10 @@ of ``Q = min(T, W)`` queries, each against its ``Q + W - 1`` keys: memory O(T * 
 with no Python loop over time. A reset is native: a key is visible only from the same episode
 (segment ids from a cumulative sum of ``reset``). Step mode has its own short path: one query
 per head against the W - 1 cached keys and its own, and the cache shifted by one slot; a
-handful of batched matrix products on the cache's own layout (see ``Attention.step``).
+handful of batched matrix products on the cache's own layout (see ``Attention.step``). Without
+autograd and outside torch.func transforms (MPC planning, rollouts) it runs on fused weights
+formed once and cached while the parameters stay the same (``_fused_step``); a full cache
+needs no mask.
 """
 
 from __future__ import annotations
