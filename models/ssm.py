@@ -320,32 +320,28 @@ class SSM(SequenceModel):
         if len(plain) != len(leaves):  # None, or a tracing mode's fake tensors
             return None
         weights = self._fuse_step_weights()
+        if weights is None:
+            return None
         cache.weights = None  # never a half-updated entry, should anything below raise
         cache.leaves, cache.versions = tuple(plain), [p._version for p in plain]
         cache.aliases = tuple(p.detach() for p in plain)
         cache.weights = weights
         return weights
 
-    def _fuse_step_weights(self) -> _FusedStep:
-        """Each layer's step as three matrix products (see ``_fused_step``), weights formed now."""
+    def _fuse_step_weights(self) -> _FusedStep | None:
+        """Each layer's step weights for ``_fused_step``, formed now; None for a dtype without a
+        complex counterpart for the recurrence (float16 / bfloat16: the differentiable step)."""
+        if self.encoder.weight.dtype not in (torch.float32, torch.float64):
+            return None
         layers = []
         for block in self._blocks():
             r = block.recurrence
-            states = r.B.shape[0]
             log_mag, phase = r.decay()
-            mag = torch.exp(log_mag)
-            a_re, a_im = mag * torch.cos(phase), mag * torch.sin(phase)
-            # lambda h as h (B, 2N) @ M: per state the real 2x2 block [[a_re, a_im], [-a_im, a_re]]
-            # (rows: input re/im, columns: output re/im), on the diagonal of a (2N, 2N) matrix.
-            rotation = torch.stack([a_re, a_im, -a_im, a_re], dim=-1).reshape(states, 2, 1, 2)
-            eye = torch.eye(states, dtype=rotation.dtype, device=rotation.device).reshape(states, 1, states, 1)
-            mix = (eye * rotation).reshape(2 * states, 2 * states)
-            # One product of z gives the drive gamma B z and the skip D z (diag(D): exact products).
-            drive_skip = torch.cat([r._in_proj(), torch.diag(r.D)], dim=0).T  # (H, 2N + H)
             glu = torch.cat([block.glu_value.weight, block.glu_gate.weight], dim=0).T  # (H, 2H)
             glu_bias = torch.cat([block.glu_value.bias, block.glu_gate.bias])
             norm = (block.norm.weight.clone(), block.norm.bias.clone(), block.norm.eps)
-            layers.append(_FusedLayer(*norm, drive_skip, mix, r._out_proj().T, glu, glu_bias))
+            lam = torch.polar(torch.exp(log_mag), phase)  # (N,) complex: (a_re, a_im) of the step
+            layers.append(_FusedLayer(*norm, r._in_proj().T, lam, r._out_proj().T, r.D.clone(), glu, glu_bias))
         # Copies, not views or the parameters themselves: a view would hold a reference to the
         # parameter (torch.utils.swap_tensors, which Module.to may use, refuses such a tensor).
         encoder, head = self.encoder, self.head
@@ -443,9 +439,10 @@ class _FusedLayer(NamedTuple):
     norm_weight: Tensor
     norm_bias: Tensor
     norm_eps: float
-    drive_skip: Tensor  # (H, 2N + H): z @ it = [gamma B z, D z]
-    mix: Tensor  # (2N, 2N): h @ it = lambda h
+    drive: Tensor  # (H, 2N): z @ it = gamma B z, columns (state, re/im)
+    lam: Tensor  # (N,) complex: lambda
     read: Tensor  # (2N, H): h @ it = Re(C h)
+    skip: Tensor  # (H,): D
     glu: Tensor  # (H, 2H): v @ it = [W_a v, W_b v]
     glu_bias: Tensor  # (2H,)
 
@@ -482,21 +479,24 @@ class _StepCache:
 
 
 def _fused_step(weights: _FusedStep, x: Tensor, state: State) -> tuple[Tensor, State]:
-    """One step of the model on fused weights: per layer LayerNorm, three products, GELU, sigmoid
-    and one addcmul, the same function as ``SSM._differentiable_step`` (equal to float rounding).
+    """One step of the model on fused weights, the same function as ``SSM._differentiable_step``
+    (equal to float rounding): per layer LayerNorm, the drive's product, lambda h + drive as one
+    complex addcmul on the state viewed as complex, the readout's product with D z, GELU, both
+    GLU halves in one product, sigmoid and the residual addcmul.
 
     Shapes: x (B, in), state one (B, N, 2) per layer -> y (B, out), the new state.
     """
     h = torch.addmm(weights.encoder_bias, x, weights.encoder)  # (B, H)
-    width = h.shape[1]
+    batch, width = h.shape
     new_state = []
     for layer, s in zip(weights.layers, state, strict=True):
         z = F.layer_norm(h, (width,), layer.norm_weight, layer.norm_bias, layer.norm_eps)
-        drive_skip = z @ layer.drive_skip  # (B, 2N + H)
-        states2 = layer.mix.shape[0]
-        s2 = torch.addmm(drive_skip[:, :states2], s.reshape(s.shape[0], states2), layer.mix)  # (B, 2N)
-        u = torch.addmm(drive_skip[:, states2:], s2, layer.read)  # Re(C h) + D z, (B, H)
+        drive = torch.view_as_complex((z @ layer.drive).reshape(batch, -1, 2))  # (B, N) complex
+        if not s.is_contiguous() or s.storage_offset() % 2:  # as view_as_complex needs it
+            s = s.clone(memory_format=torch.contiguous_format)
+        s = torch.view_as_real(torch.addcmul(drive, torch.view_as_complex(s), layer.lam))  # (B, N, 2)
+        u = torch.addcmul(s.reshape(batch, -1) @ layer.read, z, layer.skip)  # Re(C h) + D z, (B, H)
         g = torch.addmm(layer.glu_bias, gelu_native(u), layer.glu)  # (B, 2H)
         h = torch.addcmul(h, g[:, :width], torch.sigmoid(g[:, width:]))
-        new_state.append(s2.reshape(s.shape))
+        new_state.append(s)
     return torch.addmm(weights.head_bias, h, weights.head), tuple(new_state)

@@ -107,6 +107,37 @@ def test_many_fused_steps_equal_sequence_mode() -> None:
     assert max_abs_error(s, s_seq) <= TOL
 
 
+def test_fused_step_from_strided_states() -> None:
+    """States the fused step must copy before viewing them as complex: the strided final state
+    of sequence mode, and a contiguous state at an odd storage offset."""
+    model = _model()
+    x, _ = _inputs(model, 3)
+    with torch.no_grad():
+        _, from_sequence = model(torch.randn(3, 7, IN), model.init_state(3))
+        assert not all(s.is_contiguous() for s in from_sequence), "nothing strided was tested"
+        odd = tuple(torch.randn(1 + s.numel())[1:].view(s.shape) for s in from_sequence)
+        assert all(s.is_contiguous() and s.storage_offset() % 2 == 1 for s in odd)
+    for state in (from_sequence, odd):
+        assert _fresh_error(model, x, state) <= TOL
+        with torch.no_grad():
+            y_seq, s_seq = model(x.unsqueeze(1), state)
+            y, new_state = model(x, state)
+        assert max_abs_error(y, y_seq[:, 0]) <= TOL
+        assert max_abs_error(new_state, s_seq) <= TOL
+
+
+def test_bfloat16_model_steps_on_the_differentiable_path(builds: list[int]) -> None:
+    """No complex counterpart for the recurrence in bfloat16: nothing is fused or cached."""
+    model = _model().to(torch.bfloat16)
+    x, state = _inputs(model)
+    with torch.no_grad():
+        y, _ = model(x, state)
+        reference, _ = model._differentiable_step(x, state)
+    assert y.dtype == torch.bfloat16
+    assert max_abs_error(y, reference) == 0.0
+    assert model._step_cache.weights is None and builds == [1]
+
+
 # ---- when the cache is used ------------------------------------------------------------------
 
 
