@@ -1,6 +1,6 @@
 """Parallel scans for the first-order linear recurrence h_t = a_t * h_{t-1} + b_t.
 
-Two entry points, both without a Python loop over time:
+Entry points, none with a Python loop over time:
 
 - ``linear_scan(a, b, h0)``: any complex (or real) a_t, b_t that vary in time, zeros included.
   A work-efficient odd/even (Blelloch-style) recursion of the associative operator
@@ -318,7 +318,8 @@ def diagonal_scan(
     reset: Tensor | None = None,
     chunk: int = 32,
 ) -> Tensor:
-    """``chunked_scan`` for time-ordered inputs of any length.
+    """``chunked_scan`` for time-ordered inputs of any length (``one_chunk_scan`` when T <= chunk
+    and there is no reset: the same states, fewer ops).
 
     Args:
         log_mag, phase: lambda = exp(log_mag + i phase), each (N,).
