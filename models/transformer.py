@@ -130,7 +130,9 @@ def overlapping_blocks(seq: Tensor, block: int, cache: int) -> Tensor:
     return torch.cat([before, current], dim=2)
 
 
-def window_mask(key_valid: Tensor, segment: Tensor | None, window: int) -> Tensor:
+def window_mask(
+    key_valid: Tensor, segment: Tensor | None, window: int, dtype: torch.dtype | None = None
+) -> Tensor:
     """Additive attention mask (0 or -inf) hiding empty cache slots and other episodes' steps.
 
     Args:
@@ -138,6 +140,7 @@ def window_mask(key_valid: Tensor, segment: Tensor | None, window: int) -> Tenso
         segment: optional (B, C + T) int episode ids (the cache is segment 0); a query sees
             only keys of its own segment.
         window: W = C + 1.
+        dtype: the mask's (the model's, so a bf16 model's scores stay bf16); default float32.
 
     Returns:
         (B, n, 1, 1, Q + C) without ``segment``, (B, n, 1, Q, Q + C) with it: broadcastable
@@ -153,7 +156,7 @@ def window_mask(key_valid: Tensor, segment: Tensor | None, window: int) -> Tenso
         seg_k = overlapping_blocks(seg, block, cache)  # (B, n, Q + C)
         seg_q = seg[:, cache:].reshape(batch, blocks, block)  # (B, n, Q)
         visible = visible & (seg_q[:, :, None, :, None] == seg_k[:, :, None, None, :])
-    zero = torch.zeros((), device=key_valid.device)
+    zero = torch.zeros((), dtype=dtype, device=key_valid.device)
     return torch.where(visible, zero, float("-inf"))
 
 
@@ -410,8 +413,8 @@ class Transformer(SequenceModel):
         cache = self.cache_len
         batch, steps, _ = x.shape
         valid_all = torch.cat([state[0], state[0].new_ones(batch, steps)], dim=1)
-        mask = window_mask(valid_all, segment, cache + 1)  # shared by the layers
         h = self.encoder(x)  # (B, T, D)
+        mask = window_mask(valid_all, segment, cache + 1, h.dtype)  # shared by the layers
         caches = []
         for block, kv in zip(self.blocks, state[1:], strict=True):
             h, k_all, v_all = block(h, kv, mask)
@@ -447,7 +450,8 @@ class Transformer(SequenceModel):
         plain = not torch._C._are_functorch_transforms_active()
         if not plain or not bool(valid.all()):
             seen = F.pad(valid, (0, 1), value=True)  # (B, C + 1): the cache, then this step
-            mask = torch.where(seen, 0.0, float("-inf")).unsqueeze(1)  # (B, 1, C + 1)
+            zero = torch.zeros((), dtype=state[1].dtype)  # the model's: a bf16 model stays bf16
+            mask = torch.where(seen, zero, float("-inf")).unsqueeze(1)  # (B, 1, C + 1)
             valid = seen[:, 1:]
         # Without autograd and outside torch.func transforms nothing differentiates or batches
         # the weights, so the fused ones can be formed once and reused (planning, rollouts).

@@ -427,3 +427,20 @@ def test_vmapped_steps_equal_per_task_steps() -> None:
         g_i = grad(loss)(p_i, xs[i], warm)
         for key in g_i:
             torch.testing.assert_close(g_v[key][i], g_i[key], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 5e-2), (torch.float16, 5e-3)])
+def test_low_precision_model_runs_in_its_dtype_in_every_mode(dtype: torch.dtype, tol: float) -> None:
+    """The attention masks take the model's dtype (a float32 mask would promote the scores and
+    the product with the bf16 values would fail): sequence mode, the differentiable step and the
+    fused no-grad step run in bf16 / fp16 and agree to that precision's rounding."""
+    model = _model(window=5, hidden_dim=10, num_heads=3).to(dtype)
+    x = torch.randn(3, 12, IN, dtype=dtype)
+    y_seq, s_seq = model(x, model.init_state(3))
+    y_steps, s_steps = _steps(model, x, model.init_state(3))  # autograd on: the differentiable step
+    with torch.no_grad():
+        y_fused, s_fused = _steps(model, x, model.init_state(3))
+    for y, s in ((y_seq, s_seq), (y_steps, s_steps), (y_fused, s_fused)):
+        assert y.dtype == dtype and all(t.dtype == dtype for t in s[1:])
+    assert max_abs_error(y_steps, y_seq) <= tol and max_abs_error(y_fused, y_seq) <= tol
+    assert max_abs_error(s_fused, s_seq) <= tol
