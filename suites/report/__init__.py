@@ -3,7 +3,8 @@
 ``build_report(run_dir, out_dir=None)`` is the entry point. The modules, leaf to root:
 load (read and validate a run), metrics (what each metric means), query (rows -> one value per
 run), tables and timing (statistics tables), overview / results / figures (sections),
-document (the report as data), markdown and html (renderers), build (all of it).
+document (the report as data; figures as Plots still to draw), render (draws the Plots, in
+worker processes when cores allow), markdown and html (renderers), build (all of it).
 """
 
 from suites.report.build import build_report
