@@ -136,7 +136,7 @@ def lstm_layer(x: Tensor, h: Tensor, c: Tensor, weights: LayerWeights) -> tuple[
     # tanh(a) = 2 sigmoid(2a) - 1, and the gates split with one chunk whose four parts are all
     # used. Per step this drops a narrow and a tanh, whose second-order backward under vmap
     # costs more than the two scalar ops that replace them (about 20% fewer aten ops in all).
-    scale = torch.ones(4, h.shape[-1], dtype=x.dtype, device=x.device)
+    scale = torch.ones(4, h.shape[-1], dtype=w_hh.dtype, device=w_hh.device)
     scale[2] = 2.0
     scale = scale.view(-1)  # (4H,): 1 on the i, f, o rows, 2 on the g rows
     drive = F.linear(x, w_ih * scale[:, None], (b_ih + b_hh) * scale)  # (B, T, 4H), one matmul
