@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from typing import NamedTuple, cast
 
 import torch
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
-from models.layers import LayerNorm, gelu_native
+from models.layers import LayerNorm, WeightCache, gelu_native
 from models.scan import chunked_scan, one_chunk_scan, to_chunks
 
 _NU_LOG_MAX = math.log(30.0)
@@ -277,7 +276,7 @@ class SSM(SequenceModel):
         self.encoder = nn.Linear(config.input_dim, config.hidden_dim)
         self.blocks = nn.ModuleList(SSMBlock(config) for _ in range(config.num_layers))
         self.head = nn.Linear(config.hidden_dim, config.output_dim)
-        self._step_cache = _StepCache()
+        self._step_cache: WeightCache[_FusedStep | None] = WeightCache()
 
     def _blocks(self) -> list[SSMBlock]:
         return [cast(SSMBlock, block) for block in self.blocks]
@@ -297,36 +296,11 @@ class SSM(SequenceModel):
     def _step_weights(self) -> _FusedStep | None:
         """The fused one-step weights of the current parameters; None where they cannot be cached.
 
-        Reused only while every leaf is the same tensor object, at the same ``_version`` (which
-        every in-place write through the tensor bumps: optimiser steps, ``load_state_dict``,
-        ``copy_`` under no_grad), over the same memory (``is_set_to`` the alias taken when they
-        were formed: ``.to()`` / ``.data =`` / ``swap_tensors`` put new memory under the same
-        object). The one write no check sees is an in-place op on ``p.data``, which bypasses the
-        version counter (autograd's own checks miss it too); use ``p.copy_`` under no_grad.
-        Call only with autograd off and outside torch.func transforms.
+        Formed once and reused while every parameter they come from stays the same tensor, at
+        the same version, over the same memory (``layers.WeightCache``, which says what that does
+        and does not see). Call only with autograd off and outside torch.func transforms.
         """
-        leaves = self._step_leaves()
-        cache = self._step_cache
-        same = cast(list[Tensor], leaves)  # once the identity test passes: the cached leaves hold no None
-        if (
-            cache.weights is not None
-            and len(leaves) == len(cache.leaves)
-            and all(map(operator.is_, leaves, cache.leaves))
-            and [p._version for p in same] == cache.versions
-            and all(map(Tensor.is_set_to, same, cache.aliases))
-        ):
-            return cache.weights
-        plain = [p for p in leaves if isinstance(p, Tensor) and type(p) in (nn.Parameter, Tensor)]
-        if len(plain) != len(leaves):  # None, or a tracing mode's fake tensors
-            return None
-        weights = self._fuse_step_weights()
-        if weights is None:
-            return None
-        cache.weights = None  # never a half-updated entry, should anything below raise
-        cache.leaves, cache.versions = tuple(plain), [p._version for p in plain]
-        cache.aliases = tuple(p.detach() for p in plain)
-        cache.weights = weights
-        return weights
+        return self._step_cache.get(self._step_leaves(), self._fuse_step_weights)
 
     def _fuse_step_weights(self) -> _FusedStep | None:
         """Each layer's step weights for ``_fused_step``, formed now; None for a dtype without a
@@ -456,26 +430,6 @@ class _FusedStep(NamedTuple):
     head: Tensor
     head_bias: Tensor
 
-
-class _StepCache:
-    """The last fused step weights and what they were formed from (see ``SSM._step_weights``).
-
-    A deep copy or an unpickled model starts with an empty cache: its parameters are other tensors.
-    """
-
-    __slots__ = ("aliases", "leaves", "versions", "weights")
-
-    def __init__(self) -> None:
-        self.leaves: tuple[Tensor, ...] = ()
-        self.versions: list[int] = []
-        self.aliases: tuple[Tensor, ...] = ()
-        self.weights: _FusedStep | None = None
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _StepCache:
-        return _StepCache()
-
-    def __reduce__(self) -> tuple[type[_StepCache], tuple[()]]:
-        return (_StepCache, ())
 
 
 def _fused_step(weights: _FusedStep, x: Tensor, state: State) -> tuple[Tensor, State]:

@@ -135,7 +135,7 @@ def test_bfloat16_model_steps_on_the_differentiable_path(builds: list[int]) -> N
         reference, _ = model._differentiable_step(x, state)
     assert y.dtype == torch.bfloat16
     assert max_abs_error(y, reference) == 0.0
-    assert model._step_cache.weights is None and builds == [1]
+    assert model._step_cache.value is None and builds == [1]
 
 
 # ---- when the cache is used ------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_deepcopy_and_pickle_start_with_an_empty_cache(builds: list[int]) -> Non
     x, state = _inputs(model)
     own = _step(model, x, state)
     for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert twin._step_cache.weights is None
+        assert twin._step_cache.value is None
         _scale_in_place(twin)
         assert _fresh_error(twin, x, state) <= TOL
         assert (_step(twin, x, state) - own).abs().max() > 1e-3
@@ -356,5 +356,5 @@ def test_a_leaf_that_is_not_a_tensor_falls_back_to_the_differentiable_step() -> 
     with torch.no_grad():
         y, _ = model(x, state)
         reference, _ = model._differentiable_step(x, state)
-    assert model._step_cache.weights is not None  # the old entry, never returned for this model
+    assert model._step_cache.value is not None  # the old entry, never returned for this model
     assert max_abs_error(y, reference) == 0.0
