@@ -106,7 +106,7 @@ class DynamicsSettings:
 
     def training(self) -> TrainingSettings:
         """The settings that determine the trained model (shared with other protocols' cells)."""
-        return TrainingSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingSettings)})
+        return TrainingSettings.of(self)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

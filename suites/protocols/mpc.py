@@ -72,6 +72,7 @@ from suites.protocols.training import (
     pretrain,
     train_dynamics,
     training_data,
+    training_tasks,
 )
 from suites.tasks import TaskDistribution, TaskParams, get_task, tasks_of_family
 
@@ -174,7 +175,7 @@ class MPCSettings:
     def training(self) -> TrainingSettings:
         """The settings of the data collection and meta-training (equal to a dynamics protocol's
         ``training()`` on the same task: then the model is trained once for both)."""
-        return TrainingSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingSettings)})
+        return TrainingSettings.of(self)
 
     @property
     def online_lr(self) -> float:
@@ -194,8 +195,7 @@ def run(cell: Cell) -> list[Measurement]:
     if cell.arm == "oracle":
         # the training tasks' statistics normalise the oracle's data too, as they do the held-out tasks'
         normalizer = fit_normalizer(training_data(cell.task, cell.seed, ts))
-        rng = np.random.default_rng(cell.seed)
-        dist.sample(s.train_tasks, rng)  # the oracle's window sampling continues the seed's stream
+        _, rng = training_tasks(cell.task, cell.seed, s.train_tasks)  # window sampling continues the seed's stream
         models = []
         for i, task in enumerate(test_params):
             data = collect(dist, [task], s.oracle_episodes, s.horizon, seed=40_000 + 100 * cell.seed + i)

@@ -30,7 +30,7 @@ from models import SequenceModel, make_model
 from suites.data import Normalizer, TaskData, collect, fit_normalizer
 from suites.protocols.windows import sample_windows, split_episodes, to_windows
 from suites.storage import atomic_write
-from suites.tasks import get_task
+from suites.tasks import TaskParams, get_task
 
 TRAINING_ARMS = ("maml", "pretrain")
 """``maml``: MetaMAML (Finn et al. 2017); ``pretrain``: joint training on the same windows, same steps."""
@@ -69,6 +69,12 @@ class TrainingSettings:
     inner_lr: float
     outer_lr: float
     first_order: bool = False
+
+    @classmethod
+    def of(cls, settings: object) -> TrainingSettings:
+        """The training fields of a protocol's settings (the dynamics and mpc protocols carry them
+        among their own, flat, as suite files write them)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 def masked_mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -234,13 +240,19 @@ def training_data(task: str, seed: int, s: TrainingSettings) -> TaskData:
     return _training_data(task, seed, s.train_tasks, s.episodes_per_task, s.horizon)
 
 
+def training_tasks(task: str, seed: int, count: int) -> tuple[list[TaskParams], np.random.Generator]:
+    """The seed's training tasks, and the seed's generator after sampling them: window sampling
+    (and the mpc oracle's training) continues from there."""
+    rng = np.random.default_rng(seed)
+    return get_task(task).sample(count, rng), rng
+
+
 @functools.lru_cache(maxsize=8)
 def _training_data(task: str, seed: int, train_tasks: int, episodes: int, horizon: int) -> TaskData:
     # Cached per worker: the cells of one seed (models, arms, protocols) share the data; it is
     # seeded, and nothing downstream writes into it.
-    dist = get_task(task)
-    params = dist.sample(train_tasks, np.random.default_rng(seed))
-    return collect(dist, params, episodes, horizon, seed=seed)
+    params, _ = training_tasks(task, seed, train_tasks)
+    return collect(get_task(task), params, episodes, horizon, seed=seed)
 
 
 def _init_seed(task: str, model: str, seed: int) -> int:
@@ -261,9 +273,7 @@ def train_dynamics(key: TrainingKey, store: ModelStore | None = None) -> Trained
     if key.arm not in TRAINING_ARMS:
         raise ValueError(f"training arm: expected one of {list(TRAINING_ARMS)}, got {key.arm!r}")
     s = key.settings
-    dist = get_task(key.task)
-    rng = np.random.default_rng(key.seed)
-    dist.sample(s.train_tasks, rng)  # the tasks training_data collected; the generator moves on from there
+    _, rng = training_tasks(key.task, key.seed, s.train_tasks)
     data = training_data(key.task, key.seed, s)
     normalizer = fit_normalizer(data)
     with torch.random.fork_rng(devices=[]):  # the caller's torch stream is left as it was
