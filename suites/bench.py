@@ -36,7 +36,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
+from meta.timing import MetaUpdateTiming
 from models import MODELS, make_model
 from suites.data.throughput import measure as measure_throughput
 from suites.protocols.timing import TimingSettings, fwd_bwd_fn, maml_update_fn
@@ -54,6 +57,8 @@ class TargetSettings:
         batch_size: sequences per forward+backward call.
         seq_length: T of the ssm-vs-lstm comparison.
         min_speedup: ssm must be at least this many times faster than lstm.
+        gemm_size: n of the n x n float matrix product timed beside ssm and lstm: the machine's
+            peak matmul rate, against which the ssm's matmul FLOPs give its least possible time.
         slope_lengths: T values of the ssm slope fit.
         max_slope: the largest acceptable log-log slope of ssm time against T.
         maml_tasks: tasks per meta-batch of the vmap-vs-loop comparison.
@@ -77,6 +82,7 @@ class TargetSettings:
     batch_size: int = 32
     seq_length: int = 1024
     min_speedup: float = 5.0
+    gemm_size: int = 2048
     slope_lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     max_slope: float = 1.15
     maml_tasks: int = 16
@@ -133,24 +139,59 @@ class TargetResult:
 # ---- the targets ---------------------------------------------------------------------------
 
 
+def matmul_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of the matrix products (mm, bmm, addmm, convolution, attention) one call of ``fn``
+    runs, counted by torch's ``FlopCounterMode``. Elementwise work is not counted, so this over
+    any rate is a lower bound on the call's time."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def gemm_fn(size: int, gen: torch.Generator, device: str = "cpu") -> Callable[[], Tensor]:
+    """One (size x size) @ (size x size) float32 product: 2 size^3 FLOPs at the machine's best rate."""
+    a = torch.randn(size, size, generator=gen).to(device)
+    b = torch.randn(size, size, generator=gen).to(device)
+    return lambda: a @ b
+
+
+def attainable_speedup(other_ms: float, ssm_flops: int, gemm_ms: float, gemm_size: int) -> float:
+    """The most the ssm could beat a model taking ``other_ms``: the ssm's matmul FLOPs run at the
+    rate of a large square matrix product (2 gemm_size^3 FLOPs in gemm_ms), with nothing else."""
+    if ssm_flops <= 0 or gemm_ms <= 0:
+        return float("inf")
+    least_ssm_ms = ssm_flops / (2 * gemm_size**3 / gemm_ms)
+    return other_ms / least_ssm_ms
+
+
 def ssm_vs_lstm(t: TargetSettings, models: list[str] | tuple[str, ...] = ()) -> TargetResult:
     """lstm time / ssm time, forward+backward at T = seq_length, equal param_budget.
 
     ``models`` are timed in the same interleaved series (their milliseconds go in the detail), so
-    the ratio of any two of them is measured side by side too.
+    the ratio of any two of them is measured side by side too. So is a large square matrix
+    product, the machine's peak matmul rate: the ssm's own matmul FLOPs at that rate are the
+    least time any implementation of the same model could take here, and lstm's time over that
+    is the most speed-up this machine allows (the detail's "attainable").
     """
     gen = torch.Generator().manual_seed(0)
     names = ["ssm", "lstm", *sorted(set(models) - {"ssm", "lstm"})]
-    fns = {}
+    fns: dict[str, Callable[[], object]] = {}
     for name in names:
         model = make_model(name, t.input_dim, t.output_dim, param_budget=t.param_budget, device=t.device)
         fns[name] = fwd_bwd_fn(model, t.batch_size, t.seq_length, gen, t.device)
+    ssm_flops = matmul_flops(fns["ssm"])
+    fns["gemm"] = gemm_fn(t.gemm_size, gen, t.device)
     got = time_interleaved(fns, warmup=t.warmup, repeats=t.repeats, device=t.device)
     ratio = got["lstm"].median / got["ssm"].median
+    gemm_ms = got["gemm"].ms()
+    best = attainable_speedup(got["lstm"].ms(), ssm_flops, gemm_ms, t.gemm_size)
+    rate = 2 * t.gemm_size**3 / gemm_ms / 1e6
     return TargetResult(
         f"ssm fwd+bwd speed-up over lstm (T={t.seq_length}, B={t.batch_size}, {t.param_budget} params)",
         ratio, t.min_speedup, True, "x",
-        ", ".join(f"{n} {got[n].ms():.1f} ms" for n in names) + f", medians of {t.repeats}",
+        ", ".join(f"{n} {got[n].ms():.1f} ms" for n in names) + f", medians of {t.repeats}; attainable "
+        f"{best:.2f}x: ssm matmuls {ssm_flops / 1e9:.2f} GFLOP at the peak rate {rate:.0f} GFLOP/s "
+        f"({t.gemm_size}^2 matmul) take {ssm_flops / rate / 1e6:.1f} ms",
     )  # fmt: skip
 
 
@@ -170,17 +211,26 @@ def ssm_slope(t: TargetSettings) -> TargetResult:
 
 
 def maml_vmap_vs_loop(t: TargetSettings, model_name: str) -> TargetResult:
-    """Per-task-loop time / vmap time of one MAML meta-update at ``maml_tasks`` tasks."""
+    """Per-task-loop time / vmap time of one MAML meta-update at ``maml_tasks`` tasks.
+
+    The vmapped update at one task is timed in the same series: it splits the vmapped time into
+    a fixed cost and a cost per task (``meta.timing.MetaUpdateTiming``), and the detail's
+    "ceiling" is the speed-up with that fixed cost at zero, which no change to the MAML code can
+    pass at this workload.
+    """
     gen = torch.Generator().manual_seed(0)
     s = TimingSettings(maml_windows=t.maml_windows, maml_length=t.maml_length, device=t.device)
     model = make_model(model_name, t.input_dim, t.output_dim, param_budget=t.maml_param_budget, device=t.device)
     fns = {p: maml_update_fn(model, t.maml_tasks, s, gen, vectorize=p == "vmap") for p in ("vmap", "loop")}
+    fns["vmap_one"] = maml_update_fn(model, 1, s, gen, vectorize=True)
     got = time_interleaved(fns, warmup=t.warmup, repeats=t.repeats, device=t.device)
+    split = MetaUpdateTiming(model_name, t.maml_tasks, got["vmap"].ms(), got["loop"].ms(), got["vmap_one"].ms())
     return TargetResult(
         f"MAML meta-update vmap speed-up over the loop, {model_name} ({t.maml_tasks} tasks, "
         f"{t.maml_param_budget} params)",
         got["loop"].median / got["vmap"].median, t.maml_min_speedup, True, "x",
-        f"vmap {got['vmap'].ms():.1f} ms, loop {got['loop'].ms():.1f} ms; {s.maml_windows} windows x "
+        f"vmap {split.vmap_ms:.1f} ms, loop {split.loop_ms:.1f} ms, vmap at 1 task {split.vmap_one_ms:.1f} ms: "
+        f"+{split.per_task_ms:.2f} ms per task, ceiling {split.ceiling:.2f}x; {s.maml_windows} windows x "
         f"{s.maml_length} steps per support and query, {s.maml_inner_steps} inner step, second order",
     )  # fmt: skip
 
