@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from suites.bench import BENCH_COMMAND
+from suites import bench_args
 
 log = logging.getLogger("ssm_metarl")
 
@@ -98,6 +98,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Timing sweeps of a suite's [timing] table, or (--targets) the speed targets (suites.bench)."""
+    from suites.bench import cmd_bench as bench
+
+    return bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssm-metarl",
@@ -132,10 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report directory (default reports/<suite>/)")
     p.set_defaults(func=cmd_report)
 
-    help_text, add_args, func = BENCH_COMMAND
-    p = sub.add_parser("bench", help=help_text, description=func.__doc__)
-    add_args(p)
-    p.set_defaults(func=func)
+    p = sub.add_parser("bench", help=bench_args.HELP, description=bench_args.DESCRIPTION)
+    bench_args.add_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
