@@ -34,6 +34,12 @@ State = Any
 """A pytree (tuple / list / dict nesting) of batch-first tensors, or ``()`` when stateless."""
 
 
+_COMPLEX_OF = {torch.float64: torch.complex128, torch.float32: torch.complex64, torch.float16: torch.complex32}
+"""The complex dtype of a complex state for each parameter dtype (what ``real * 1j`` gives; bfloat16
+and any other: complex64). A table, not a product: a complex32 tensor warns that ComplexHalf is
+experimental, and ``init_state`` need not make a tensor for it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Fields every model config has; each model's config extends it.
@@ -115,11 +121,10 @@ class SequenceModel(nn.Module):
         """``_init_state`` in the parameters' dtype, so a ``.double()`` model gets a float64 state."""
         state = self._init_state(batch_size, device)
         dtype = next(self.parameters()).dtype if not self.stateless else torch.get_default_dtype()
-        complex_dtype = (torch.ones((), dtype=dtype) * 1j).dtype
 
         def cast(t: Tensor) -> Tensor:
             if t.is_complex():
-                return t.to(complex_dtype)
+                return t.to(_COMPLEX_OF.get(dtype, torch.complex64))
             return t.to(dtype) if t.is_floating_point() else t
 
         return tree_map(cast, state)
