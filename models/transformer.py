@@ -176,7 +176,7 @@ def band_tables(window: int) -> tuple[Tensor, Tensor]:
     return offset.clamp(0, cache), (offset >= 0) & (offset <= cache)
 
 
-def banded_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor) -> Tensor:
+def banded_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
     """Causal attention of T queries over their window of W keys, computed in blocks.
 
     Query t sits at key position C + t (C = W - 1 cached keys come first) and sees keys
@@ -187,7 +187,7 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor
         q: queries (B, T, H, dh), already scaled by 1 / sqrt(dh).
         k, v: keys and values (B, C + T, H, dh): the cache followed by the chunk.
         bias: (H, Q, Q + C) relative position bias of a block, -inf outside the band.
-        mask: additive mask from ``window_mask``.
+        mask: additive mask from ``window_mask``; None when no key needs hiding beyond the band.
 
     Returns:
         (B, T, H, dh) attention outputs.
@@ -206,9 +206,55 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor
     v_b = overlapping_blocks(pad_steps(v, pad), block, cache)
 
     scores = q_b.transpose(2, 3) @ k_b.permute(0, 1, 3, 4, 2)  # (B, n, H, Q, Q + C)
-    scores = scores + (bias + mask)
+    scores = scores + (bias if mask is None else bias + mask)
     out = scores.softmax(dim=-1) @ v_b.transpose(2, 3)  # (B, n, H, Q, dh)
     return out.transpose(2, 3).reshape(batch, blocks * block, heads, -1)[:, :steps]
+
+
+def chunk_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+    """Causal attention of T <= W queries over the chunk's own T keys: no cache, one block.
+
+    Args:
+        q: queries (B, T, H, dh), already scaled by 1 / sqrt(dh).
+        k, v: the chunk's keys and values (B, T, H, dh).
+        bias: (H, T, T) relative position bias, -inf above the diagonal.
+        mask: None, or additive (B, 1, T, T) from ``segment_mask``.
+
+    Returns:
+        (B, T, H, dh) attention outputs.
+    """
+    scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1)  # (B, H, T, T)
+    scores = scores + (bias if mask is None else bias + mask)
+    return (scores.softmax(dim=-1) @ v.transpose(1, 2)).transpose(1, 2)  # (B, T, H, dh)
+
+
+def segment_mask(segment: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """Additive (B, 1, T, T) mask (0 or -inf) letting a query see only keys of its own episode.
+
+    ``segment`` is (B, T) episode ids of the chunk's steps (``chunk_attention``'s keys).
+    """
+    visible = segment[:, None, :, None] == segment[:, None, None, :]
+    zero = torch.zeros((), dtype=dtype, device=segment.device)
+    return torch.where(visible, zero, float("-inf"))
+
+
+def cache_fill(valid: Tensor) -> str | None:
+    """``"full"`` when every cache slot of every row is valid, ``"empty"`` when none is, else None.
+
+    Under ``torch.func`` transforms (MAML's vmap and grad) the state's tensors are wrappers whose
+    values an op may not branch on; this reads the values stored beneath them, so the answer
+    covers every row of every task at once. It only picks between computations equal to float
+    rounding (an empty cache's keys are all hidden; a full cache needs no mask), so the results
+    never depend on it. A tensor without stored values (meta, fake) gets None: the general path.
+    """
+    raw = valid
+    while torch._C._functorch.is_functorch_wrapped_tensor(raw):
+        raw = torch._C._functorch.get_unwrapped(raw)
+    if type(raw) is not Tensor or raw.device.type == "meta":
+        return None
+    if bool(raw.all()):  # also a cache of no slots (W = 1)
+        return "full"
+    return None if bool(raw.any()) else "empty"
 
 
 class Attention(nn.Module):
@@ -236,28 +282,46 @@ class Attention(nn.Module):
         self.register_buffer("head_mask", mask, persistent=False)
         self.register_buffer("head_mask_3d", mask[:, :, None].contiguous(), persistent=False)
 
-    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """h (B, T, D), cache (B, C, 2A) -> (B, T, D) and keys, values (B, C + T, H, dh).
+    def forward(
+        self, h: Tensor, cache: Tensor, mask: Tensor | None, see_cache: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """h (B, T, D), cache (B, C, 2A) -> (B, T, D) and the next cache (B, C, 2A).
 
+        ``see_cache`` False: the cache holds no valid slot and T <= W, so each query attends to
+        the chunk's own keys only (``chunk_attention``, T keys instead of C + T); ``mask`` is then
+        None or a ``segment_mask``, else a ``window_mask`` (None: nothing to hide).
         Keys and values are concatenated to the cache separately (not as one keys | values
         tensor): the gradient of a slice of a joint tensor would cost a zero-filled full-size
         tensor per slice, in the backward and again in MAML's second-order backward.
         """
         batch, steps, _ = h.shape
-        width, heads = self.attn_dim, self.num_heads
-        q, k, v = self.qkv(h).reshape(batch, steps, 3, heads, -1).unbind(dim=2)  # (B, T, H, dh)
-        per_head = (batch, cache.shape[1], heads, self.head_dim)
-        k_all = torch.cat([cache[..., :width].reshape(per_head), k], dim=1)  # (B, C + T, H, dh)
-        v_all = torch.cat([cache[..., width:].reshape(per_head), v], dim=1)
-        keys = mask.shape[-1]  # Q + C keys per block of Q queries
-        block = keys - self.cache_len
-        bias = torch.where(
-            self.band[:block, :keys],
-            self.rel_bias[:, self.bias_index[:block, :keys]],
+        width, heads, cache_len = self.attn_dim, self.num_heads, self.cache_len
+        qkv = self.qkv(h)  # (B, T, 3A): q | k | v, each head-major
+        q, k, v = qkv.reshape(batch, steps, 3, heads, -1).unbind(dim=2)  # (B, T, H, dh)
+        q = q / math.sqrt(self.head_dim)
+        if see_cache:
+            per_head = (batch, cache_len, heads, self.head_dim)
+            k_all = torch.cat([cache[..., :width].reshape(per_head), k], dim=1)  # (B, C + T, H, dh)
+            v_all = torch.cat([cache[..., width:].reshape(per_head), v], dim=1)
+            block = min(steps, cache_len + 1)  # Q queries per block, against Q + C keys
+            att = banded_attention(q, k_all, v_all, self._bias(block, 0, block + cache_len), mask)
+        else:
+            att = chunk_attention(q, k, v, self._bias(steps, cache_len, cache_len + steps), mask)
+        out = self.out(att.reshape(batch, steps, -1))
+        # the next cache: the last C steps of the cache followed by the chunk's keys | values
+        kv = qkv[..., width:]  # (B, T, 2A)
+        if steps < cache_len:
+            return out, torch.cat([cache[:, steps:], kv], dim=1)
+        return out, kv[:, steps - cache_len :].contiguous()  # a copy: a view keeps all T steps
+
+    def _bias(self, block: int, start: int, stop: int) -> Tensor:
+        """(H, Q, stop - start): the position bias of Q = ``block`` queries against the key
+        positions start .. stop - 1 of a block (``band_tables``), -inf outside the band."""
+        return torch.where(
+            self.band[:block, start:stop],
+            self.rel_bias[:, self.bias_index[:block, start:stop]],
             float("-inf"),
-        )  # (H, Q, Q + C)
-        att = banded_attention(q / math.sqrt(self.head_dim), k_all, v_all, bias, mask)
-        return self.out(att.reshape(batch, steps, -1)), k_all, v_all
+        )
 
     def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One query per head against the W - 1 cached keys and its own key.
@@ -308,10 +372,13 @@ class Block(nn.Module):
             nn.Linear(config.mlp_dim, config.hidden_dim),
         )
 
-    def forward(self, h: Tensor, cache: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        a, k_all, v_all = self.attn(self.norm_attn(h), cache, mask)
+    def forward(
+        self, h: Tensor, cache: Tensor, mask: Tensor | None, see_cache: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """(B, T, D) -> (B, T, D) and the next cache (see ``Attention.forward``)."""
+        a, kv = self.attn(self.norm_attn(h), cache, mask, see_cache)
         h = h + a
-        return h + self.mlp(self.norm_mlp(h)), k_all, v_all
+        return h + self.mlp(self.norm_mlp(h)), kv
 
     def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """``forward`` for one step, h (B, D) (see ``Attention.step``), calling the linear layers'
@@ -409,17 +476,32 @@ class Transformer(SequenceModel):
         return (valid, *caches)
 
     def _run(self, x: Tensor, state: State, segment: Tensor | None) -> tuple[Tensor, State]:
-        """x (B, T, in) from ``state``; ``segment`` (B, C + T) episode ids or None (one episode)."""
+        """x (B, T, in) from ``state``; ``segment`` (B, C + T) episode ids or None (one episode).
+
+        The attention's mask is shared by the layers and as small as the cache allows: none for
+        a full cache (or an empty one seen by a single block), one row for every batch row when
+        the cache is empty, per row otherwise. An empty cache (a fresh state, as every MAML
+        window starts from) is left out of a single block's keys altogether.
+        """
         cache = self.cache_len
         batch, steps, _ = x.shape
         valid_all = torch.cat([state[0], state[0].new_ones(batch, steps)], dim=1)
         h = self.encoder(x)  # (B, T, D)
-        mask = window_mask(valid_all, segment, cache + 1, h.dtype)  # shared by the layers
+        fill = cache_fill(state[0])
+        see_cache = fill != "empty" or steps > cache + 1
+        mask: Tensor | None = None
+        if not see_cache:
+            if segment is not None:
+                mask = segment_mask(segment[:, cache:], h.dtype)
+        elif segment is not None or fill is None:
+            mask = window_mask(valid_all, segment, cache + 1, h.dtype)
+        elif fill == "empty":  # the same for every row: only the first block's cache is hidden
+            seen = torch.arange(cache + steps, device=x.device)[None, :] >= cache  # (1, C + T)
+            mask = window_mask(seen, None, cache + 1, h.dtype)
         caches = []
         for block, kv in zip(self.blocks, state[1:], strict=True):
-            h, k_all, v_all = block(h, kv, mask)
-            start = k_all.shape[1] - cache  # the last W - 1 steps, keys | values
-            caches.append(torch.cat([k_all[:, start:].flatten(2), v_all[:, start:].flatten(2)], dim=2))
+            h, kv = block(h, kv, mask, see_cache)
+            caches.append(kv)
         y = self.head(self.norm(h))
 
         valid = valid_all[:, valid_all.shape[1] - cache :]  # (B, C)
