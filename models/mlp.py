@@ -9,6 +9,7 @@ import dataclasses
 
 import torch
 from torch import Tensor, nn
+from torch._C import _functorch
 from torch.nn import functional as F
 
 from models.base import ModelConfig, SequenceModel, State
@@ -44,7 +45,31 @@ class MLP(SequenceModel):
         return ()
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        return self.net(x), ()  # (B, T, in) -> (B, T, out)
+        # (B, T, in) -> (B * T, in): one addmm per layer, on rows whatever vmap adds in front.
+        h = self._rows(x.reshape(-1, x.shape[-1]))
+        return h.reshape(*x.shape[:-1], h.shape[-1]), ()
+
+    def _rows(self, h: Tensor) -> Tensor:
+        """The network on (N, in) rows: ``bias + h @ weight.T`` and tanh per layer.
+
+        Where a ``torch.func.grad`` differentiates a weight (the support pass of MetaMAML's
+        vectorised path), ``weight.T`` enters the matmul as a row-major copy. Autograd forms the
+        gradient of a column-major ``weight.T`` as ``(grad_out.T @ h).T``, whose own derivative
+        (MAML's second order, under vmap a bmm) comes back as a transposed (N, out) tensor, and
+        every elementwise op of the outer backward then runs strided; from the copy it forms
+        ``h.T @ grad_out``, whose derivative comes back row-major. Values are the same to float
+        rounding; without the transform the copy would only cost an op, so it is skipped.
+        """
+        transforms = torch._C._are_functorch_transforms_active()
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                weight_t = layer.weight.t()
+                if transforms and _functorch.is_gradtrackingtensor(layer.weight):
+                    weight_t = weight_t.contiguous()
+                h = torch.addmm(layer.bias, h, weight_t)
+            else:
+                h = torch.tanh(h)
+        return h
 
     def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         # The layers' arithmetic without nn.Module's per-call machinery, which on one step costs
@@ -54,4 +79,4 @@ class MLP(SequenceModel):
         return x, ()
 
     def _forward_sequence_with_reset(self, x: Tensor, state: State, reset: Tensor) -> tuple[Tensor, State]:
-        return self.net(x), ()  # nothing to reset
+        return self._forward_sequence(x, state)  # nothing to reset
