@@ -21,7 +21,10 @@ depends only on the steps it remembers.
 Sequence mode prepends the cache to the chunk's keys and computes the banded attention in blocks
 of ``Q = min(T, W)`` queries, each against its ``Q + W - 1`` keys: memory O(T * W), not O(T^2),
 with no Python loop over time. A reset is native: a key is visible only from the same episode
-(segment ids from a cumulative sum of ``reset``). Step mode has its own short path: one query
+(segment ids from a cumulative sum of ``reset``). When no cache slot is valid (a fresh state, as
+every MAML support and query window starts from) a chunk of T <= W steps attends to its own T
+keys only, and when every slot is valid no mask is formed (``cache_fill`` reads which, also
+under vmap). Step mode has its own short path: one query
 per head against the W - 1 cached keys and its own, and the cache shifted by one slot; a
 handful of batched matrix products on the cache's own layout (see ``Attention.step``). Without
 autograd and outside torch.func transforms (MPC planning, rollouts) it runs on fused weights
