@@ -5,12 +5,14 @@
     loss = maml.meta_update([Task(sx, sy, qx, qy), ...])      # or a stacked TaskBatch
 
 Files: tasks.py (containers and their shape checks), functional.py (the pure loss and inner
-update), maml.py (the algorithm, vmapped and per-task paths), timing.py (vmap vs loop timing).
+update), maml.py (the algorithm, vmapped and per-task paths), timing.py (vmap vs loop timing),
+allocator.py (``keep_freed_memory``: no page faults on reused memory; call it once per process).
 Imports only ``models`` (the interface) and torch.
 """
 
+from meta.allocator import keep_freed_memory
 from meta.functional import mse, sgd_update
 from meta.maml import MAMLConfig, MetaMAML
 from meta.tasks import Task, TaskBatch
 
-__all__ = ["MAMLConfig", "MetaMAML", "Task", "TaskBatch", "mse", "sgd_update"]
+__all__ = ["MAMLConfig", "MetaMAML", "Task", "TaskBatch", "keep_freed_memory", "mse", "sgd_update"]

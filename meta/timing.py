@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from meta.allocator import keep_freed_memory
 from meta.maml import MetaMAML
 from meta.tasks import TaskBatch
 from models import MODELS, make_model
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per path")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as in every ssm-metarl process (meta/allocator.py)
     torch.set_num_threads(args.threads)
     for name in args.models:
         t = time_meta_update(

@@ -59,10 +59,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a suite (or resume one with --out), then build its report."""
+    from meta.allocator import keep_freed_memory
     from suites.report import build_report
     from suites.runner import run_suite
     from suites.spec import load_suite
 
+    keep_freed_memory()  # for the report's process too (meta/allocator.py); workers call it per cell
     spec = load_suite(
         args.suite,
         models=_csv(args.models) if args.models else None,
@@ -100,8 +102,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Timing sweeps of a suite's [timing] table, or (--targets) the speed targets (suites.bench)."""
+    from meta.allocator import keep_freed_memory
     from suites.bench import cmd_bench as bench
 
+    keep_freed_memory()  # as in every process that runs models (meta/allocator.py)
     return bench(args)
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from meta.allocator import keep_freed_memory
 from models import MODELS
 from suites.metadata import run_metadata
 from suites.protocols import PROTOCOLS
@@ -92,6 +93,7 @@ def seed_everything(seed: int) -> None:
 
 def execute_cell(cell: Cell, run_dir: str, threads: int) -> dict[str, Any]:
     """Run one cell and write its rows and record; never raises (failures are recorded)."""
+    keep_freed_memory()  # once per worker process (cached): see meta/allocator.py
     torch.set_num_threads(threads)
     seed_everything(cell_seed(cell))
     start = time.perf_counter()

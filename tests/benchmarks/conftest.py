@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from meta.allocator import keep_freed_memory
 from tests.benchmarks.normalised import (
     calibration_op,
     latest_saved,
@@ -40,6 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(no value: the newest under .benchmarks/)")  # fmt: skip
     group.addoption("--norm-compare-fail", default="50%", metavar="TOL",
                     help="fail a benchmark whose normalised figure grew by more than TOL (default 50%%)")  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _keep_freed_memory() -> None:
+    """The allocator setting of every ssm-metarl process (meta/allocator.py), so that these
+    figures are those of the suite and of ``ssm-metarl bench``."""
+    keep_freed_memory()
 
 
 @pytest.fixture(scope="session")
