@@ -16,11 +16,14 @@ Sequence mode has no loop over time: ``models.scan.chunked_scan`` gives all stat
 matrix products, the initial state in closed form; the whole stack runs in the scan's
 chunk-major token order (the per-token layers do not care about order), so no layer reorders
 its activations. A sequence of at most one chunk without resets (MAML's windows) takes
-``models.scan.one_chunk_scan`` in natural token order instead: no padding, no reordering, a
-fraction of the ops. Reset uses the scan's a_t := 0 (Lu et al. 2023), no splitting. Step mode is
-the O(H N) recurrence; without autograd (planning, rollouts) it runs on fused weights that are
-formed once and reused while the parameters stay the same (``SSM._step_weights``). Complex
-numbers are carried as (real, imaginary) pairs; the state of a layer is a real (B, N, 2) tensor.
+``models.scan.two_level_scan`` instead, in its block-major token order (blocks of about sqrt(T)
+steps): three small batched products per layer, which batch well under MAML's vmap. Under
+torch.func transforms the sequence paths form linear layers and x + a * b as products and sums
+(vmap runs addmm and addcmul's backward with an extra pass). Reset uses the scan's a_t := 0
+(Lu et al. 2023), no splitting. Step mode is the O(H N) recurrence; without autograd
+(planning, rollouts) it runs on fused weights that are formed once and reused while the
+parameters stay the same (``SSM._step_weights``). Complex numbers are carried as (real,
+imaginary) pairs; the state of a layer is a real (B, N, 2) tensor.
 
 References:
     Orvieto et al., "Resurrecting Recurrent Neural Networks for Long Sequences" (LRU), ICML 2023.
@@ -41,7 +44,7 @@ from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
 from models.layers import LayerNorm, WeightCache, gelu_native
-from models.scan import chunked_scan, one_chunk_scan, to_chunks
+from models.scan import block_shape, chunked_scan, to_chunks, two_level_scan
 
 _NU_LOG_MAX = math.log(30.0)
 """Above this nu_log, |lambda| = exp(-exp(nu_log)) < 1e-13 is zero for every purpose; clamping
@@ -82,6 +85,29 @@ def _constants(like: Tensor) -> tuple[Tensor, Tensor]:
     if all(type(t) is Tensor for t in made):  # not a tracing mode's fake tensors
         _CONSTANTS[key] = made
     return made
+
+
+def _unfused(tokens: int) -> bool:
+    """Whether sequence mode forms x + a * b as a product and a sum rather than addcmul: from
+    ``_UNFUSED_MIN_TOKENS`` tokens (see ``SSMBlock.mix_tokens``), and always under torch.func
+    transforms, where addcmul's backward pass over every task's tensor costs more than the op
+    it saves (MAML's vmapped meta-update)."""
+    return tokens >= _UNFUSED_MIN_TOKENS or torch._C._are_functorch_transforms_active()
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x @ weight^T + bias: ``F.linear``, or under torch.func transforms a product and a sum:
+    vmap runs ``F.linear`` with a bias (addmm) as mm, a product with beta = 1 and an add."""
+    if torch._C._are_functorch_transforms_active():
+        return x @ weight.T + bias
+    return F.linear(x, weight, bias)
+
+
+def _gelu(u: Tensor) -> Tensor:
+    """``gelu_native``, or ``F.gelu`` under torch.func transforms: there ``gelu_native``'s
+    transposed view of a small (tokens, H) tensor is a strided view of the batched tensor, on
+    which the native kernel is slow (measured under MAML's vmap: ~1.7 ms a call at 16 tasks)."""
+    return F.gelu(u) if torch._C._are_functorch_transforms_active() else gelu_native(u)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,27 +206,30 @@ class DiagonalRecurrence(nn.Module):
         h = chunked_scan(log_mag, phase, x, h0.permute(1, 2, 0), reset)  # (N, 2, C, B, chunks)
         read = h.reshape(2 * states, -1).T @ self._out_proj().T
         # Product and sum rather than addcmul on many tokens: see SSMBlock.mix_tokens.
-        u = read + z * self.D if z.shape[0] >= _UNFUSED_MIN_TOKENS else torch.addcmul(read, z, self.D)
+        u = read + z * self.D if _unfused(z.shape[0]) else torch.addcmul(read, z, self.D)
         return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
 
-    def sequence_one_chunk(self, z: Tensor, h0: Tensor, batch: int) -> tuple[Tensor, Tensor]:
-        """All steps of a sequence of at most one chunk, no reset, tokens in natural order.
+    def sequence_one_chunk(
+        self, z: Tensor, h0: Tensor, blocks: tuple[int, int, int], last: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """All steps of a sequence of at most one chunk, no reset, tokens in block-major order.
 
         Args:
-            z: (B * T, H), token b * T + t for step t of row b.
+            z: (C * blocks * B, H), token (s * blocks + j) * B + b for step j * C + s of row b.
             h0: (B, N, 2), the state before the first step.
-            batch: B.
+            blocks: (C, blocks, B), as ``models.scan.block_shape`` gives C and blocks.
+            last: (position in block, block) of the last real step.
 
         Returns:
-            u (B * T, H) and the state after the last step, (B, N, 2).
+            u (tokens, H) and the state after the last real step, (B, N, 2).
         """
         states = self.B.shape[0]
-        x = (self._in_proj() @ z.T).reshape(states, 2, batch, -1)  # (N, 2, B, T)
+        x = (self._in_proj() @ z.T).reshape(states, 2, *blocks)  # (N, 2, C, blocks, B)
         log_mag, phase = self.decay()
-        h = one_chunk_scan(log_mag, phase, x, h0.permute(1, 2, 0))  # (N, 2, B, T)
+        h = two_level_scan(log_mag, phase, x, h0.permute(1, 2, 0))  # (N, 2, C, blocks, B)
         read = h.reshape(2 * states, -1).T @ self._out_proj().T
-        u = read + z * self.D if z.shape[0] >= _UNFUSED_MIN_TOKENS else torch.addcmul(read, z, self.D)
-        return u, h[..., -1].permute(2, 0, 1)
+        u = read + z * self.D if _unfused(z.shape[0]) else torch.addcmul(read, z, self.D)
+        return u, h[:, :, last[0], last[1]].permute(2, 0, 1)
 
     def step_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """What one step needs from the parameters, formed once per call of the model.
@@ -251,17 +280,18 @@ class SSMBlock(nn.Module):
         return torch.addcmul(x, F.linear(v, value.weight, value.bias), gate_open)
 
     def mix_tokens(self, x: Tensor, u: Tensor) -> Tensor:
-        """``mix`` for many tokens at once, (tokens, H): x + value * gate as a product and a sum.
+        """``mix`` for many tokens at once or under torch.func transforms (see ``_unfused``),
+        (tokens, H): x + value * gate as a product and a sum.
 
         addcmul's backward scales each factor by its ``value`` argument, a full pass over the
         (tokens, H) tensor for each; the plain product's backward does not (measured: fwd+bwd of
         the 50k-param model at B = 32, T = 1024 1-2% faster, T = 256 a few %). One step keeps ``mix``'s single
         fused op, where the op count is what costs.
         """
-        v = gelu_native(u)
+        v = _gelu(u)
         value, gate = self.glu_value, self.glu_gate
-        gate_open = torch.sigmoid(F.linear(v, gate.weight, gate.bias))
-        return x + F.linear(v, value.weight, value.bias) * gate_open
+        gate_open = torch.sigmoid(_linear(v, gate.weight, gate.bias))
+        return x + _linear(v, value.weight, value.bias) * gate_open
 
 
 class SSM(SequenceModel):
@@ -389,22 +419,33 @@ class SSM(SequenceModel):
         new_state = []
         for block, s in zip(self._blocks(), state, strict=True):
             u, s = block.recurrence.sequence(block.norm(h), s, resets, (size, batch, chunks), last)
-            h = block.mix_tokens(h, u) if h.shape[0] >= _UNFUSED_MIN_TOKENS else block.mix(h, u)
+            h = block.mix_tokens(h, u) if _unfused(h.shape[0]) else block.mix(h, u)
             new_state.append(s)
         y = self.head(h).reshape(size, batch, chunks, -1).permute(1, 2, 0, 3).reshape(batch, chunks * size, -1)
         return (y[:, :steps] if pad else y), tuple(new_state)
 
     def _run_one_chunk(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """``_run`` for T <= chunk_size without reset: one product per layer, tokens in natural order."""
+        """``_run`` for T <= chunk_size without reset: ``two_level_scan`` per layer, with the
+        tokens in its block-major order (one reordering of the input and one of the output)."""
         batch, steps, _ = x.shape
+        size, blocks = block_shape(steps)
+        pad = size * blocks - steps
+        if pad:
+            # Steps appended after the last one cannot change it; their outputs are dropped.
+            x = F.pad(x, (0, 0, 0, pad))
+        # (B, T, in) -> tokens ordered (position in block, block, row): (C * blocks * B, in).
+        tokens = x.reshape(batch, blocks, size, -1).permute(2, 1, 0, 3).reshape(size * blocks * batch, -1)
+        last = ((steps - 1) % size, (steps - 1) // size)
         encoder, head = self.encoder, self.head
-        h = F.linear(x.reshape(batch * steps, -1), encoder.weight, encoder.bias)  # (B * T, H)
+        h = _linear(tokens, encoder.weight, encoder.bias)  # (tokens, H)
         new_state = []
         for block, s in zip(self._blocks(), state, strict=True):
-            u, s = block.recurrence.sequence_one_chunk(block.norm(h), s, batch)
-            h = block.mix_tokens(h, u) if h.shape[0] >= _UNFUSED_MIN_TOKENS else block.mix(h, u)
+            u, s = block.recurrence.sequence_one_chunk(block.norm(h), s, (size, blocks, batch), last)
+            h = block.mix_tokens(h, u) if _unfused(h.shape[0]) else block.mix(h, u)
             new_state.append(s)
-        return F.linear(h, head.weight, head.bias).reshape(batch, steps, -1), tuple(new_state)
+        y = _linear(h, head.weight, head.bias).reshape(size, blocks, batch, -1).permute(2, 1, 0, 3)
+        y = y.reshape(batch, blocks * size, -1)
+        return (y[:, :steps] if pad else y), tuple(new_state)
 
 
 class _FusedLayer(NamedTuple):
@@ -429,7 +470,6 @@ class _FusedStep(NamedTuple):
     layers: tuple[_FusedLayer, ...]
     head: Tensor
     head_bias: Tensor
-
 
 
 def _fused_step(weights: _FusedStep, x: Tensor, state: State) -> tuple[Tensor, State]:
