@@ -373,10 +373,11 @@ def two_level_scan(log_mag: Tensor, phase: Tensor, x: Tensor, h0: Tensor) -> Ten
     building them is a handful of small ops whatever C is: no gather, no triangular mask, no
     elementwise work on (C, C) grids. Why this layout: under ``torch.func.vmap`` (MAML's tasks) a
     batched matmul costs little more than its arithmetic, while broadcast elementwise ops on
-    batched tensors and large per-task matrices are what cost (measured against a one-level
-    rotated Toeplitz product over T + 1 steps: the MAML meta-update ~30% faster, 16 tasks x 4
-    windows x 25 steps; also faster in the per-task loop). Work is O(T (C + blocks)) per channel
-    and row.
+    batched tensors and large per-task matrices are what cost. Measured against the one-level
+    rotated Toeplitz product over T + 1 steps it replaced (``python -m meta.timing --models ssm``,
+    16 tasks x 4 windows x 25 steps, 20k parameters, with the model's transform-time ops): the
+    vmapped meta-update 146 -> 100 ms, the per-task loop 408 -> 349 ms. Work is
+    O(T (C + blocks)) per channel and row.
 
     Args:
         log_mag, phase: log |lambda| and arg(lambda), each (N,).
