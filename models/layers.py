@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,41 @@ def layer_norm_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float) ->
     centred = x - x.sum(dim=-1, keepdim=True) / dim
     var = (centred * centred).sum(dim=-1, keepdim=True) / dim
     return torch.addcmul(bias, centred * torch.rsqrt(var + eps), weight)
+
+
+def linear_rows(
+    h: Tensor, weight: Tensor, bias: Tensor, transposed_grad: Literal["input", "output"] = "input"
+) -> Tensor:
+    """``bias + h @ weight.T`` on (N, in) rows as one ``addmm``, with ``weight.T`` laid out for
+    MetaMAML's second order under vmap.
+
+    Where a ``torch.func.grad`` differentiates ``weight`` (the support pass of MetaMAML's
+    vectorised path), autograd forms the weight's gradient from a transposed operand, and under
+    vmap the outer (second-order) backward of that product, a bmm, returns the gradient at that
+    operand transposed: a strided (N, in) or (N, out) tensor, on which every elementwise op of
+    the outer backward downstream (tanh_backward, gelu_backward, mul, add) runs several times
+    slower and which is copied back to row-major before the next matmul. Which side gets it
+    depends on the layout of ``weight.T``: the plain view (column-major) makes autograd form the
+    gradient as ``(grad_out.T @ h).T``, so the second-order gradient at the output rows comes
+    back transposed; a row-major copy makes it ``h.T @ grad_out``, so the one at the input rows
+    does. ``transposed_grad`` picks the side: the input (the default: a copy, as the mlp takes)
+    or the output (the view), whichever feeds fewer or cheaper elementwise ops (an input that
+    needs no gradient, as the data, or a narrow residual rather than a wide GELU output).
+    Values are the same to float rounding. Outside a transform, or for a weight that no
+    ``grad`` tracks (MAML's batched fast weights), the view is used: the copy would only cost
+    an op.
+
+    Shapes:
+        h (N, in), weight (out, in), bias (out,) -> (N, out).
+    """
+    weight_t = weight.t()
+    if (
+        transposed_grad == "input"
+        and torch._C._are_functorch_transforms_active()
+        and _functorch.is_gradtrackingtensor(weight)
+    ):
+        weight_t = weight_t.contiguous()
+    return torch.addmm(bias, h, weight_t)
 
 
 _ONEDNN_GELU_MIN = 16384

@@ -9,10 +9,10 @@ import dataclasses
 
 import torch
 from torch import Tensor, nn
-from torch._C import _functorch
 from torch.nn import functional as F
 
 from models.base import ModelConfig, SequenceModel, State
+from models.layers import linear_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,25 +50,10 @@ class MLP(SequenceModel):
         return h.reshape(*x.shape[:-1], h.shape[-1]), ()
 
     def _rows(self, h: Tensor) -> Tensor:
-        """The network on (N, in) rows: ``bias + h @ weight.T`` and tanh per layer.
-
-        Where a ``torch.func.grad`` differentiates a weight (the support pass of MetaMAML's
-        vectorised path), ``weight.T`` enters the matmul as a row-major copy. Autograd forms the
-        gradient of a column-major ``weight.T`` as ``(grad_out.T @ h).T``, whose own derivative
-        (MAML's second order, under vmap a bmm) comes back as a transposed (N, out) tensor, and
-        every elementwise op of the outer backward then runs strided; from the copy it forms
-        ``h.T @ grad_out``, whose derivative comes back row-major. Values are the same to float
-        rounding; without the transform the copy would only cost an op, so it is skipped.
-        """
-        transforms = torch._C._are_functorch_transforms_active()
+        """The network on (N, in) rows: ``bias + h @ weight.T`` (``layers.linear_rows``, which
+        lays ``weight.T`` out for MAML's second order under vmap) and tanh per layer."""
         for layer in self.net:
-            if isinstance(layer, nn.Linear):
-                weight_t = layer.weight.t()
-                if transforms and _functorch.is_gradtrackingtensor(layer.weight):
-                    weight_t = weight_t.contiguous()
-                h = torch.addmm(layer.bias, h, weight_t)
-            else:
-                h = torch.tanh(h)
+            h = linear_rows(h, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else torch.tanh(h)
         return h
 
     def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:

@@ -24,12 +24,14 @@ with no Python loop over time. A reset is native: a key is visible only from the
 (segment ids from a cumulative sum of ``reset``). When no cache slot is valid (a fresh state, as
 every MAML support and query window starts from) a chunk of T <= W steps attends to its own T
 keys only, and when every slot is valid no mask is formed (``cache_fill`` reads which, also
-under vmap). Step mode has its own short path: one query
-per head against the W - 1 cached keys and its own, and the cache shifted by one slot; a
-handful of batched matrix products on the cache's own layout (see ``Attention.step``). Without
-autograd and outside torch.func transforms (MPC planning, rollouts) it runs on fused weights
-formed once and cached while the parameters stay the same (``_fused_step``); a full cache
-needs no mask.
+under vmap). The residual stream runs as (B T, D) rows and each linear layer is one
+``layers.linear_rows``, which under MAML's vmapped second order puts the transposed gradient
+that autograd makes of a weight's gradient where it costs least (never on the MLP's wide GELU
+output). Step mode has its own short path: one query per head against the W - 1 cached keys
+and its own, and the cache shifted by one slot; a handful of batched matrix products on the
+cache's own layout (see ``Attention.step``). Without autograd and outside torch.func
+transforms (MPC planning, rollouts) it runs on fused weights formed once and cached while the
+parameters stay the same (``_fused_step``); a full cache needs no mask.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SequenceModel, State
-from models.layers import LayerNorm, WeightCache, gelu_native, layer_norm
+from models.layers import LayerNorm, WeightCache, gelu_native, layer_norm, linear_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,9 +288,16 @@ class Attention(nn.Module):
         self.register_buffer("head_mask_3d", mask[:, :, None].contiguous(), persistent=False)
 
     def forward(
-        self, h: Tensor, cache: Tensor, mask: Tensor | None, see_cache: bool = True
+        self,
+        h: Tensor,
+        batch: int,
+        steps: int,
+        cache: Tensor,
+        mask: Tensor | None,
+        see_cache: bool = True,
     ) -> tuple[Tensor, Tensor]:
-        """h (B, T, D), cache (B, C, 2A) -> (B, T, D) and the next cache (B, C, 2A).
+        """h (B T, D): the rows of ``batch`` sequences of ``steps`` steps, cache (B, C, 2A) ->
+        (B T, D) rows and the next cache (B, C, 2A).
 
         ``see_cache`` False: the cache holds no valid slot and T <= W, so each query attends to
         the chunk's own keys only (``chunk_attention``, T keys instead of C + T); ``mask`` is then
@@ -297,9 +306,9 @@ class Attention(nn.Module):
         tensor): the gradient of a slice of a joint tensor would cost a zero-filled full-size
         tensor per slice, in the backward and again in MAML's second-order backward.
         """
-        batch, steps, _ = h.shape
         width, heads, cache_len = self.attn_dim, self.num_heads, self.cache_len
-        qkv = self.qkv(h)  # (B, T, 3A): q | k | v, each head-major
+        qkv = linear_rows(h, self.qkv.weight, self.qkv.bias)  # (B T, 3A): q | k | v, head-major
+        qkv = qkv.reshape(batch, steps, -1)
         q, k, v = qkv.reshape(batch, steps, 3, heads, -1).unbind(dim=2)  # (B, T, H, dh)
         q = q / math.sqrt(self.head_dim)
         if see_cache:
@@ -310,7 +319,7 @@ class Attention(nn.Module):
             att = banded_attention(q, k_all, v_all, self._bias(block, 0, block + cache_len), mask)
         else:
             att = chunk_attention(q, k, v, self._bias(steps, cache_len, cache_len + steps), mask)
-        out = self.out(att.reshape(batch, steps, -1))
+        out = linear_rows(att.reshape(batch * steps, -1), self.out.weight, self.out.bias)
         # the next cache: the last C steps of the cache followed by the chunk's keys | values
         kv = qkv[..., width:]  # (B, T, 2A)
         if steps < cache_len:
@@ -376,12 +385,22 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, h: Tensor, cache: Tensor, mask: Tensor | None, see_cache: bool = True
+        self,
+        h: Tensor,
+        batch: int,
+        steps: int,
+        cache: Tensor,
+        mask: Tensor | None,
+        see_cache: bool = True,
     ) -> tuple[Tensor, Tensor]:
-        """(B, T, D) -> (B, T, D) and the next cache (see ``Attention.forward``)."""
-        a, kv = self.attn(self.norm_attn(h), cache, mask, see_cache)
+        """(B T, D) rows of ``batch`` sequences of ``steps`` steps -> (B T, D) rows and the next
+        cache (see ``Attention.forward``), every linear layer one ``layers.linear_rows``."""
+        a, kv = self.attn(self.norm_attn(h), batch, steps, cache, mask, see_cache)
         h = h + a
-        return h + self.mlp(self.norm_mlp(h)), kv
+        up, gelu, down = cast(tuple[nn.Linear, nn.GELU, nn.Linear], tuple(self.mlp))
+        m = gelu(linear_rows(self.norm_mlp(h), up.weight, up.bias))  # (B T, M)
+        # the second-order gradient at the narrow (B T, D) output, not at the GELU's (B T, M)
+        return h + linear_rows(m, down.weight, down.bias, transposed_grad="output"), kv
 
     def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """``forward`` for one step, h (B, D) (see ``Attention.step``), calling the linear layers'
@@ -489,7 +508,8 @@ class Transformer(SequenceModel):
         cache = self.cache_len
         batch, steps, _ = x.shape
         valid_all = torch.cat([state[0], state[0].new_ones(batch, steps)], dim=1)
-        h = self.encoder(x)  # (B, T, D)
+        encoder, head = self.encoder, self.head
+        h = linear_rows(x.reshape(-1, x.shape[-1]), encoder.weight, encoder.bias)  # (B T, D)
         fill = cache_fill(state[0])
         see_cache = fill != "empty" or steps > cache + 1
         mask: Tensor | None = None
@@ -503,9 +523,9 @@ class Transformer(SequenceModel):
             mask = window_mask(seen, None, cache + 1, h.dtype)
         caches = []
         for block, kv in zip(self.blocks, state[1:], strict=True):
-            h, kv = block(h, kv, mask, see_cache)
+            h, kv = block(h, batch, steps, kv, mask, see_cache)
             caches.append(kv)
-        y = self.head(self.norm(h))
+        y = linear_rows(self.norm(h), head.weight, head.bias).reshape(batch, steps, -1)
 
         valid = valid_all[:, valid_all.shape[1] - cache :]  # (B, C)
         if segment is None:
