@@ -444,3 +444,46 @@ def test_low_precision_model_runs_in_its_dtype_in_every_mode(dtype: torch.dtype,
         assert y.dtype == dtype and all(t.dtype == dtype for t in s[1:])
     assert max_abs_error(y_steps, y_seq) <= tol and max_abs_error(y_fused, y_seq) <= tol
     assert max_abs_error(s_fused, s_seq) <= tol
+
+
+class _StrideRecorder(TorchDispatchMode):
+    """Records the strides of the tensor arguments of every call to the given aten ops."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.names = names
+        self.calls: list[tuple[str, list[bool]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.names:
+            self.calls.append((name, [a.is_contiguous() for a in args if isinstance(a, Tensor)]))
+        return func(*args, **(kwargs or {}))
+
+
+def test_vmapped_second_order_never_gives_the_mlp_gelu_a_strided_gradient() -> None:
+    """MetaMAML's vectorised computation (vmap of torch.func.grad, then autograd): the MLP's down
+    projection leaves its transposed second-order gradient on the narrow residual side
+    (``linear_rows(..., transposed_grad="output")``), so every GELU backward, first and second
+    order, reads row-major tensors; the other linear layers' copies leave the GELU's input
+    side alone too."""
+    model = _model(window=8)
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    tasks = 3
+    xs, ys = torch.randn(tasks, 2, 6, IN), torch.randn(tasks, 2, 6, OUT)
+    state = model.init_state(2)
+    states = tuple(v.expand(tasks, *v.shape).clone() for v in state)
+
+    def loss(p, x, y, s):
+        return F.mse_loss(functional_call(model, p, (x, s))[0], y)
+
+    def meta_loss(p, x, y, s):
+        g = grad(loss)(p, x, y, s)
+        return loss({k: p[k] - 0.1 * g[k] for k in p}, x, y, s)
+
+    with _StrideRecorder({"gelu_backward", "gelu"}) as rec:
+        out = vmap(meta_loss, in_dims=(None, 0, 0, 0))(params, xs, ys, states).mean()
+        torch.autograd.grad(out, list(params.values()))
+    backward = [flags for name, flags in rec.calls if name == "gelu_backward"]
+    assert len(backward) >= 3 * model.config.num_layers  # first order, and both second-order terms
+    assert all(all(flags) for flags in backward), backward
