@@ -21,8 +21,8 @@ class LayerNorm(nn.Module):
     in float64 here. The error is in the weight and bias part: the fused normalisation without
     an affine differentiates correctly under vmap, to second order, for every mix of batched and
     unbatched input, weight and bias (tests/models/test_layers.py). So under a torch.func
-    transform this module normalises with the fused kernel and applies the affine with one
-    ``addcmul`` (``layer_norm_split``: 2 ops, and their derivatives, where the elementary
+    transform this module normalises with the fused kernel and applies the affine as a product
+    and a sum (``layer_norm_split``: 3 ops, and their derivatives, where the elementary
     composite ``layer_norm_composite`` takes 10); elsewhere it uses the fused kernel whole.
     """
 
@@ -50,8 +50,11 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
 
 def layer_norm_split(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """The fused normalisation without its affine, then ``bias + normalised * weight``: the
-    same function as ``F.layer_norm`` (to rounding), with a backward that batches correctly."""
-    return torch.addcmul(bias, F.layer_norm(x, (x.shape[-1],), None, None, eps), weight)
+    same function as ``F.layer_norm`` (to rounding), with a backward that batches correctly.
+    A product and a sum rather than one ``addcmul``: addcmul's backward scales each factor's
+    gradient by its ``value`` argument, an extra pass over every task's tensor under vmap
+    (transformer meta-update about 1% faster)."""
+    return F.layer_norm(x, (x.shape[-1],), None, None, eps) * weight + bias
 
 
 def layer_norm_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
@@ -65,7 +68,7 @@ def layer_norm_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float) ->
 def linear_rows(
     h: Tensor, weight: Tensor, bias: Tensor, transposed_grad: Literal["input", "output"] = "input"
 ) -> Tensor:
-    """``bias + h @ weight.T`` on (N, in) rows as one ``addmm``, with ``weight.T`` laid out for
+    """``bias + h @ weight.T`` on (N, in) rows (one ``addmm`` outside transforms), with ``weight.T`` laid out for
     MetaMAML's second order under vmap.
 
     Where a ``torch.func.grad`` differentiates ``weight`` (the support pass of MetaMAML's
@@ -88,13 +91,13 @@ def linear_rows(
         h (N, in), weight (out, in), bias (out,) -> (N, out).
     """
     weight_t = weight.t()
-    if (
-        transposed_grad == "input"
-        and torch._C._are_functorch_transforms_active()
-        and _functorch.is_gradtrackingtensor(weight)
-    ):
+    if not torch._C._are_functorch_transforms_active():
+        return torch.addmm(bias, h, weight_t)
+    if transposed_grad == "input" and _functorch.is_gradtrackingtensor(weight):
         weight_t = weight_t.contiguous()
-    return torch.addmm(bias, h, weight_t)
+    # A product and a sum, not addmm: vmap runs addmm with batched weights as a baddbmm whose
+    # rule adds a pass scaling by beta = 1 (transformer meta-update 2-3% faster).
+    return h @ weight_t + bias
 
 
 _ONEDNN_GELU_MIN = 16384
