@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,6 +78,20 @@ class CachedStepCase:
         """A no-grad step (fused, maybe cached) against the differentiable step of the model now."""
         with torch.no_grad():
             return max_abs_error(model(x, state), self.reference(model, x, state))
+
+
+def count_builds(cls: type[SequenceModel], monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patches ``cls._fuse_step_weights`` to append 1 to the returned list each time it forms the
+    fused weights (for the ``builds`` fixtures)."""
+    made: list[int] = []
+    real = cls._fuse_step_weights  # type: ignore[attr-defined]
+
+    def counted(self: SequenceModel) -> object:
+        made.append(1)
+        return real(self)
+
+    monkeypatch.setattr(cls, "_fuse_step_weights", counted)
+    return made
 
 
 def step(model: SequenceModel, x: Tensor, state: State) -> Tensor:

@@ -11,7 +11,7 @@ import torch
 
 from models.ssm import SSM
 from tests.models.pytree_error import max_abs_error
-from tests.models.step_cache_cases import IN, SSM_CASE, TOL
+from tests.models.step_cache_cases import IN, SSM_CASE, TOL, count_builds
 
 
 def _model(dtype: torch.dtype = torch.float32) -> SSM:
@@ -32,15 +32,7 @@ def _fresh_error(model: SSM, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -
 @pytest.fixture
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the times the fused weights are formed."""
-    made: list[int] = []
-    real = SSM._fuse_step_weights
-
-    def counted(self: SSM) -> object:
-        made.append(1)
-        return real(self)
-
-    monkeypatch.setattr(SSM, "_fuse_step_weights", counted)
-    return made
+    return count_builds(SSM, monkeypatch)
 
 
 # ---- values ------------------------------------------------------------------------------------

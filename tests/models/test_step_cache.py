@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_map
 
 from models.base import SequenceModel
 from tests.models.pytree_error import max_abs_error
-from tests.models.step_cache_cases import CASES, IN, TOL, CachedStepCase, step
+from tests.models.step_cache_cases import CASES, IN, TOL, CachedStepCase, count_builds, step
 
 
 @pytest.fixture(params=CASES, ids=[c.name for c in CASES])
@@ -32,15 +32,7 @@ def case(request: pytest.FixtureRequest) -> CachedStepCase:
 @pytest.fixture
 def builds(case: CachedStepCase, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the times the case's fused weights are formed."""
-    made: list[int] = []
-    real = case.cls._fuse_step_weights  # type: ignore[attr-defined]
-
-    def counted(self: SequenceModel) -> object:
-        made.append(1)
-        return real(self)
-
-    monkeypatch.setattr(case.cls, "_fuse_step_weights", counted)
-    return made
+    return count_builds(case.cls, monkeypatch)
 
 
 def _with(model: SequenceModel, params: dict[str, Tensor]) -> SequenceModel:

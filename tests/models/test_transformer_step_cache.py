@@ -12,7 +12,7 @@ from torch import Tensor
 
 from models.transformer import Transformer
 from tests.models.pytree_error import max_abs_error
-from tests.models.step_cache_cases import IN, TOL, TRANSFORMER_CASE, WINDOW
+from tests.models.step_cache_cases import IN, TOL, TRANSFORMER_CASE, WINDOW, count_builds
 
 
 def _model(dtype: torch.dtype = torch.float32) -> Transformer:
@@ -33,15 +33,7 @@ def _fresh_error(model: Transformer, x: Tensor, state: tuple) -> float:
 @pytest.fixture
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the times the fused weights are formed."""
-    made: list[int] = []
-    real = Transformer._fuse_step_weights
-
-    def counted(self: Transformer) -> object:
-        made.append(1)
-        return real(self)
-
-    monkeypatch.setattr(Transformer, "_fuse_step_weights", counted)
-    return made
+    return count_builds(Transformer, monkeypatch)
 
 
 # ---- values ------------------------------------------------------------------------------------
