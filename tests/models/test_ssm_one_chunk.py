@@ -17,19 +17,10 @@ from models import scan
 from models.scan import diagonal_scan, one_chunk_scan
 from models.ssm import SSM, SSMConfig
 from tests.models.pytree_error import max_abs_error
+from tests.models.scan_reference import complex_loop
 
 IN, OUT = 4, 3
 
-
-def _loop(log_mag: torch.Tensor, phase: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """h_t = lambda h_{t-1} + x_t with complex numbers, one step at a time; x (N, 2, B, T)."""
-    lam = torch.polar(torch.exp(log_mag), phase).unsqueeze(1)  # (N, 1)
-    h = torch.complex(h0[:, 0], h0[:, 1])  # (N, B)
-    out = []
-    for t in range(x.shape[-1]):
-        h = lam * h + torch.complex(x[:, 0, :, t], x[:, 1, :, t])
-        out.append(torch.stack([h.real, h.imag], dim=1))
-    return torch.stack(out, dim=-1)
 
 
 def _scan_inputs(n: int, batch: int, steps: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -49,7 +40,7 @@ def test_one_chunk_scan_equals_loop(steps: int, batch: int) -> None:
     log_mag, phase, x, h0 = _scan_inputs(5, batch, steps, seed=steps)
     out = one_chunk_scan(log_mag, phase, x, h0)
     assert out.shape == x.shape
-    torch.testing.assert_close(out, _loop(log_mag, phase, x, h0), atol=1e-10, rtol=0)
+    torch.testing.assert_close(out, complex_loop(log_mag, phase, x, h0), atol=1e-10, rtol=0)
 
 
 def test_one_chunk_scan_float32_keeps_the_phase() -> None:
@@ -58,7 +49,7 @@ def test_one_chunk_scan_float32_keeps_the_phase() -> None:
     log_mag = torch.log(torch.empty(8, dtype=torch.float64).uniform_(0.99, 0.9999))
     phase = phase * 3  # up to 6 pi per step
     out = one_chunk_scan(log_mag.float(), phase.float(), x.float(), h0.float()).double()
-    ref = _loop(log_mag.float().double(), phase.float().double(), x.float().double(), h0.float().double())
+    ref = complex_loop(log_mag.float().double(), phase.float().double(), x.float().double(), h0.float().double())
     assert (out - ref).abs().max() <= 2e-6 * ref.abs().max()
 
 

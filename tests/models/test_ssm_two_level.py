@@ -17,17 +17,7 @@ from torch.func import functional_call, vmap
 from models.scan import block_shape, two_level_scan
 from models.ssm import SSM, SSMConfig
 from tests.models.pytree_error import max_abs_error
-
-
-def _loop(log_mag: torch.Tensor, phase: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """h_t = lambda h_{t-1} + x_t one step at a time; x (N, 2, B, T) time-ordered."""
-    lam = torch.polar(torch.exp(log_mag), phase).unsqueeze(1)  # (N, 1)
-    h = torch.complex(h0[:, 0], h0[:, 1])  # (N, B)
-    out = []
-    for t in range(x.shape[-1]):
-        h = lam * h + torch.complex(x[:, 0, :, t], x[:, 1, :, t])
-        out.append(torch.stack([h.real, h.imag], dim=1))
-    return torch.stack(out, dim=-1)
+from tests.models.scan_reference import complex_loop
 
 
 def _to_blocks(x: torch.Tensor, size: int, blocks: int) -> torch.Tensor:
@@ -52,7 +42,7 @@ def test_two_level_scan_equals_loop(size: int, blocks: int, batch: int) -> None:
     log_mag, phase, x, h0 = _inputs(4, batch, size * blocks, seed=size * 10 + blocks)
     out = two_level_scan(log_mag, phase, _to_blocks(x, size, blocks), h0)
     assert out.shape == (4, 2, size, blocks, batch)
-    torch.testing.assert_close(out, _to_blocks(_loop(log_mag, phase, x, h0), size, blocks), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out, _to_blocks(complex_loop(log_mag, phase, x, h0), size, blocks), atol=1e-12, rtol=0)
 
 
 def test_two_level_scan_float32_keeps_the_phase() -> None:
@@ -62,7 +52,7 @@ def test_two_level_scan_float32_keeps_the_phase() -> None:
     log_mag = torch.log(torch.empty(8, dtype=torch.float64).uniform_(0.99, 0.9999)).float()
     phase = phase * 3
     out = two_level_scan(log_mag, phase, _to_blocks(x, 6, 6), h0).double()
-    ref = _to_blocks(_loop(log_mag.double(), phase.double(), x.double(), h0.double()), 6, 6)
+    ref = _to_blocks(complex_loop(log_mag.double(), phase.double(), x.double(), h0.double()), 6, 6)
     assert (out - ref).abs().max() <= 2e-6 * ref.abs().max()
 
 
@@ -72,7 +62,7 @@ def test_two_level_scan_with_tiny_magnitudes_stays_finite_and_exact() -> None:
     log_mag = torch.tensor([-30.0, -5.0, -1e-6], dtype=torch.float64)
     out = two_level_scan(log_mag, phase, _to_blocks(x, 5, 5), h0)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, _to_blocks(_loop(log_mag, phase, x, h0), 5, 5), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out, _to_blocks(complex_loop(log_mag, phase, x, h0), 5, 5), atol=1e-12, rtol=0)
 
 
 def test_two_level_scan_under_vmap_and_grad_equals_per_sample() -> None:
