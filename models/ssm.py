@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import NamedTuple, cast
 
 import torch
@@ -200,13 +201,9 @@ class DiagonalRecurrence(nn.Module):
         Returns:
             u (tokens, H) and the state after the last real step, (B, N, 2).
         """
-        states = self.B.shape[0]
-        x = (self._in_proj() @ z.T).reshape(states, 2, *chunk_shape)  # (N, 2, C, B, chunks)
-        log_mag, phase = self.decay()
-        h = chunked_scan(log_mag, phase, x, h0.permute(1, 2, 0), reset)  # (N, 2, C, B, chunks)
-        read = h.reshape(2 * states, -1).T @ self._out_proj().T
-        # Product and sum rather than addcmul on many tokens: see SSMBlock.mix_tokens.
-        u = read + z * self.D if _unfused(z.shape[0]) else torch.addcmul(read, z, self.D)
+        u, h = self._through_scan(  # h (N, 2, C, B, chunks)
+            z, h0, chunk_shape, lambda log_mag, phase, x, h0_: chunked_scan(log_mag, phase, x, h0_, reset)
+        )
         return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
 
     def sequence_one_chunk(
@@ -223,13 +220,32 @@ class DiagonalRecurrence(nn.Module):
         Returns:
             u (tokens, H) and the state after the last real step, (B, N, 2).
         """
-        states = self.B.shape[0]
-        x = (self._in_proj() @ z.T).reshape(states, 2, *blocks)  # (N, 2, C, blocks, B)
-        log_mag, phase = self.decay()
-        h = two_level_scan(log_mag, phase, x, h0.permute(1, 2, 0))  # (N, 2, C, blocks, B)
-        read = h.reshape(2 * states, -1).T @ self._out_proj().T
-        u = read + z * self.D if _unfused(z.shape[0]) else torch.addcmul(read, z, self.D)
+        u, h = self._through_scan(z, h0, blocks, two_level_scan)  # h (N, 2, C, blocks, B)
         return u, h[:, :, last[0], last[1]].permute(2, 0, 1)
+
+    def _through_scan(
+        self, z: Tensor, h0: Tensor, layout: tuple[int, ...], scan: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Input projection, ``scan`` over the token ``layout``, readout: what ``sequence`` and
+        ``sequence_one_chunk`` share.
+
+        Args:
+            z: (tokens, H) in the order ``layout`` describes.
+            h0: (B, N, 2), the state before the first step.
+            layout: the token dimensions as the scan takes them (their product is ``tokens``).
+            scan: (log_mag, phase, x (N, 2, *layout), h0 (N, 2, B)) -> states (N, 2, *layout).
+
+        Returns:
+            u (tokens, H) and every state, (N, 2, *layout).
+        """
+        states = self.B.shape[0]
+        x = (self._in_proj() @ z.T).reshape(states, 2, *layout)
+        log_mag, phase = self.decay()
+        h = scan(log_mag, phase, x, h0.permute(1, 2, 0))
+        read = h.reshape(2 * states, -1).T @ self._out_proj().T
+        # Product and sum rather than addcmul on many tokens: see SSMBlock.mix_tokens.
+        u = read + z * self.D if _unfused(z.shape[0]) else torch.addcmul(read, z, self.D)
+        return u, h
 
     def step_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """What one step needs from the parameters, formed once per call of the model.
