@@ -8,10 +8,11 @@ vmapped update (38 ms -> 30 ms when they are gone; the per-task loop, which reus
 barely changes). PyTorch on CPU is often run with jemalloc or tcmalloc for the same reason; this
 gets the gain with the system allocator: two ``mallopt`` calls, no new dependency.
 
-``ssm-metarl`` (every command, and every worker cell), ``python -m meta.timing`` and the
-pytest benchmarks call ``keep_freed_memory()``; call it yourself when driving MetaMAML from your
-own script. The cost: memory a process has freed is kept for its own reuse rather than returned
-to the OS before the process ends. ``SSM_METARL_MALLOC=system`` leaves glibc's defaults.
+Every suite cell (``suites.runner.execute_cell``, in whichever process runs it),
+``ssm-metarl bench``, ``python -m meta.timing`` and the pytest benchmarks call
+``keep_freed_memory()``; call it yourself when driving MetaMAML from your own script. The
+cost: memory a process has freed is kept for its own reuse rather than returned to the OS
+before the process ends. ``SSM_METARL_MALLOC=system`` leaves glibc's defaults.
 """
 
 from __future__ import annotations

@@ -59,12 +59,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a suite (or resume one with --out), then build its report."""
-    from meta.allocator import keep_freed_memory
     from suites.report import build_report
     from suites.runner import run_suite
     from suites.spec import load_suite
 
-    keep_freed_memory()  # for the report's process too (meta/allocator.py); workers call it per cell
     spec = load_suite(
         args.suite,
         models=_csv(args.models) if args.models else None,
