@@ -9,17 +9,17 @@ params.py (which parameters adapt), guards.py (clip, step bound, trust region, r
 monitor.py (meta-features), adapter.py (``Adapter``). Imports only ``models`` and torch.
 """
 
-from adaptation.adapter import Adapter, LossFn
+from adaptation.adapter import Adapter
 from adaptation.config import AdaptationConfig, ParamFilter
 from adaptation.monitor import FeatureShift, categorical_features, gaussian_features
-from adaptation.strategies import STRATEGIES, Strategy, make_strategy, register_strategy
+from adaptation.strategies import STRATEGIES, Objective, Strategy, make_strategy, register_strategy
 
 __all__ = [
     "STRATEGIES",
     "AdaptationConfig",
     "Adapter",
     "FeatureShift",
-    "LossFn",
+    "Objective",
     "ParamFilter",
     "Strategy",
     "categorical_features",

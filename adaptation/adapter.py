@@ -29,11 +29,8 @@ from adaptation import guards
 from adaptation.config import AdaptationConfig
 from adaptation.monitor import FeatureShift, categorical_features, gaussian_features
 from adaptation.params import select_parameters
-from adaptation.strategies import Strategy, make_strategy
+from adaptation.strategies import Objective, Strategy, make_strategy
 from models import State
-
-LossFn = Callable[[Tensor, Tensor | None], Tensor]
-"""``(outputs, targets) -> scalar loss``; overrides the strategy's objective for one call."""
 
 _BATCH_KEYS = ("x", "y", "state", "reset")
 
@@ -93,7 +90,9 @@ class Adapter:
 
     # ---- adaptation ----------------------------------------------------------------------
 
-    def adapt(self, batch: Mapping[str, Any] | tuple[Tensor, Tensor], loss_fn: LossFn | None = None) -> dict[str, Any]:
+    def adapt(
+        self, batch: Mapping[str, Any] | tuple[Tensor, Tensor], loss_fn: Objective | None = None
+    ) -> dict[str, Any]:
         """Up to ``num_steps`` guarded optimiser steps on one batch.
 
         Args:
@@ -116,7 +115,7 @@ class Adapter:
         if self.strategy.needs_targets and y is None and loss_fn is None:
             raise ValueError(f"batch: strategy {self.strategy.name!r} expected targets y, got none")
         state = self._init_state(x.shape[0]) if state is None else _detach(state)
-        objective: LossFn = loss_fn if loss_fn is not None else self.strategy.objective
+        objective: Objective = loss_fn if loss_fn is not None else self.strategy.objective
 
         first: list[tuple[Tensor, State]] = []  # outputs and end state at the incoming weights
         self._first = first

@@ -9,7 +9,7 @@ barely changes). PyTorch on CPU is often run with jemalloc or tcmalloc for the s
 gets the gain with the system allocator: two ``mallopt`` calls, no new dependency.
 
 Every suite cell (``suites.runner.execute_cell``, in whichever process runs it),
-``ssm-metarl bench``, ``python -m meta.timing`` and the pytest benchmarks call
+``ssm-metarl bench``, ``python -m meta.vmap_timing`` and the pytest benchmarks call
 ``keep_freed_memory()``; call it yourself when driving MetaMAML from your own script. The
 cost: memory a process has freed is kept for its own reuse rather than returned to the OS
 before the process ends. ``SSM_METARL_MALLOC=system`` leaves glibc's defaults.

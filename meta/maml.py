@@ -278,7 +278,7 @@ class MetaMAML:
         tasks: one matrix product over all tasks' rows, and weight-only terms computed once. The
         alternative of giving each task an expanded copy of the weights, running only forwards
         under vmap and taking one plain ``torch.autograd.grad`` of the summed support losses, was
-        measured (``python -m meta.timing``'s split, 16 tasks, 20k parameters, Nov 2026): it
+        measured (``python -m meta.vmap_timing``'s split, 16 tasks, 20k parameters, Nov 2026): it
         saves part of the grad transform's fixed cost (0.4-16 ms) but adds 0-50% per task, since
         the first pass then runs per task too; no faster overall for any model, 10-15% slower for
         lstm and ssm.

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from suites import bench_args
+from suites.bench import args as bench_args
 
 log = logging.getLogger("ssm_metarl")
 
@@ -41,7 +41,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print the built-in suites, models and tasks, one line each."""
     from models import MODELS
     from suites.spec import builtin_suites, read_suite_table
-    from suites.tasks import TASKS, get_task
+    from suites.tasks import TASKS, get_distribution
 
     print("suites:")
     for name in builtin_suites():
@@ -53,7 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<28} {doc}")
     print("tasks:")
     for name in TASKS:
-        print(f"  {name:<28} {get_task(name).describe()}")
+        print(f"  {name:<28} {get_distribution(name).describe()}")
     return 0
 
 
@@ -99,9 +99,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Timing sweeps of a suite's [timing] table, or (--targets) the speed targets (suites.bench)."""
+    """Timing sweeps of a suite's [timing] table, or (--targets) the speed targets (suites.bench.targets)."""
     from meta.allocator import keep_freed_memory
-    from suites.bench import cmd_bench as bench
+    from suites.bench.targets import run_bench as bench
 
     keep_freed_memory()  # as in every process that runs models (meta/allocator.py)
     return bench(args)

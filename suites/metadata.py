@@ -45,12 +45,12 @@ def git_commit() -> str:
 
 def task_table(spec: SuiteSpec) -> list[dict[str, str]]:
     """One entry per task the suite uses: name, family, parameters, horizon, source."""
-    from suites.tasks import get_task
+    from suites.tasks import get_distribution
 
     names = sorted({t for p in spec.protocols for t in p.tasks})
     table = []
     for name in names:
-        dist = get_task(name)
+        dist = get_distribution(name)
         table.append({"name": name, "family": dist.family, "parameters": dist.space.describe(),
                       "horizon": str(dist.horizon), "source": dist.source})  # fmt: skip
     return table

@@ -17,7 +17,7 @@ import pandas as pd
 
 ROW_COLUMNS = ["suite", "protocol", "task", "model", "arm", "seed", "metric", "step", "value"]
 CELL_COLUMNS = [
-    "suite", "protocol", "task", "model", "arm", "seed", "cell_id",
+    "suite", "protocol", "task", "model", "training_arm", "seed", "cell_id",
     "status", "wall_time_s", "params", "error", "traceback",
 ]  # fmt: skip
 

@@ -8,13 +8,13 @@
 This package uses suites.tasks, numpy and torch only (models enter as a plain callable policy).
 """
 
-from suites.data.collect import Policy, collect, collect_switching_stream
+from suites.data.collect import BehaviourPolicy, collect, collect_switching_stream
 from suites.data.normalize import Normalizer, fit_normalizer
 from suites.data.task_data import TaskData, split_support_query
 
 __all__ = [
+    "BehaviourPolicy",
     "Normalizer",
-    "Policy",
     "TaskData",
     "collect",
     "collect_switching_stream",

@@ -34,7 +34,7 @@ from suites.data.task_data import TaskData
 from suites.tasks.base import TaskDistribution, VectorTaskEnv
 from suites.tasks.spaces import TaskParams
 
-Policy = Callable[[np.ndarray], np.ndarray]
+BehaviourPolicy = Callable[[np.ndarray], np.ndarray]
 """policy(obs (n, obs_dim) float32) -> actions (n, act_dim), or (n,) ints for discrete actions."""
 
 
@@ -59,7 +59,7 @@ def _random_actions(space: spaces.Space, rng: np.random.Generator, horizon: int,
     raise ValueError(f"collect: action space expected Box or Discrete, got {space}")
 
 
-def _replay(actions: np.ndarray) -> Policy:
+def _replay(actions: np.ndarray) -> BehaviourPolicy:
     """A policy that returns ``actions[t]`` on its t-th call, whatever it observes."""
     steps = iter(actions)
     return lambda obs: next(steps)
@@ -74,7 +74,7 @@ def _act_dim(space: spaces.Space) -> int:
 
 
 def _encode(actions: np.ndarray, space: spaces.Space, n: int, where: str) -> np.ndarray:
-    """Policy output as (n, act_dim) floats (one-hot when discrete); ValueError on a bad shape."""
+    """A behaviour policy's output as (n, act_dim) floats (one-hot when discrete); ValueError on a bad shape."""
     actions = np.asarray(actions)
     if isinstance(space, spaces.Discrete):
         if actions.shape != (n,) or not np.issubdtype(actions.dtype, np.integer):
@@ -98,7 +98,7 @@ def _rollout(
     envs: Sequence[Env],
     horizon: int,
     seeds: np.ndarray,
-    policy: Policy,
+    policy: BehaviourPolicy,
     switch: tuple[int, TaskParams] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Step ``envs`` together for ``horizon`` steps from resets seeded by ``seeds``.
@@ -179,7 +179,7 @@ def _rollout_open_loop(
     )
 
 
-def _rollout_vector(venv: VectorTaskEnv, horizon: int, policy: Policy) -> tuple[np.ndarray, ...]:
+def _rollout_vector(venv: VectorTaskEnv, horizon: int, policy: BehaviourPolicy) -> tuple[np.ndarray, ...]:
     """As ``_rollout``, through a distribution's vectorised env (its fast path)."""
     n = venv.num_envs
     obs = venv.reset()
@@ -228,7 +228,7 @@ def collect(
     episodes: int,
     horizon: int,
     seed: int,
-    policy: Policy | None = None,
+    policy: BehaviourPolicy | None = None,
     reference: bool = False,
 ) -> TaskData:
     """Roll out ``episodes`` episodes of ``horizon`` steps in every task of ``tasks``.
@@ -281,7 +281,7 @@ def collect(
 
 
 def _collect_vector(
-    dist: TaskDistribution, tasks: list[TaskParams], episodes: int, horizon: int, policy: Policy
+    dist: TaskDistribution, tasks: list[TaskParams], episodes: int, horizon: int, policy: BehaviourPolicy
 ) -> TaskData:
     """``collect`` of a policy through ``dist.vector_env``; the same data as the env loop."""
     assert dist.vector_env is not None
@@ -317,7 +317,7 @@ def collect_switching_stream(
     horizon: int,
     switch_at: int,
     seed: int,
-    policy: Policy | None = None,
+    policy: BehaviourPolicy | None = None,
 ) -> TaskData:
     """One episode that runs in ``task_a`` and switches to ``task_b`` before step ``switch_at``.
 

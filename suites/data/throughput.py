@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from suites.data.collect import collect
-from suites.tasks import TASKS, get_task
+from suites.tasks import TASKS, get_distribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Throughput:
 
 
 def _raw_steps_per_s(name: str, steps: int, seed: int) -> float:
-    dist = get_task(name)
+    dist = get_distribution(name)
     env = dist.make_env(dist.test_tasks(1)[0])
     env.reset(seed=seed)
     low, high = env.action_space.low, env.action_space.high  # type: ignore[attr-defined]
@@ -67,7 +67,7 @@ def _raw_steps_per_s(name: str, steps: int, seed: int) -> float:
 
 
 def _vector_steps_per_s(name: str, steps: int, episodes: int, seed: int) -> float:
-    dist = get_task(name)
+    dist = get_distribution(name)
     task = dist.test_tasks(1)[0]
     venv = gym.vector.SyncVectorEnv([partial(dist.make_env, task) for _ in range(episodes)])
     venv.reset(seed=seed)
@@ -84,7 +84,7 @@ def _vector_steps_per_s(name: str, steps: int, episodes: int, seed: int) -> floa
 
 
 def _collect_steps_per_s(name: str, tasks: int, episodes: int, horizon: int, seed: int) -> float:
-    dist = get_task(name)
+    dist = get_distribution(name)
     start = time.process_time()
     collect(dist, dist.test_tasks(tasks), episodes=episodes, horizon=horizon, seed=seed)
     return tasks * episodes * horizon / (time.process_time() - start)

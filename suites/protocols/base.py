@@ -26,10 +26,10 @@ class Cell:
         protocol: protocol name.
         task: task distribution name ("-" for protocols without tasks).
         model: zoo model name.
-        arm: the arm this cell trains; it may report further arms that reuse its training
-            (the ``maml`` cell of the dynamics protocol also reports ``maml+adapter``).
+        training_arm: the arm this cell trains; it may report further arms that reuse its
+            training (the ``maml`` cell of the dynamics protocol also reports ``maml+adapter``).
         seed: seeds data collection, initialisation and training.
-        arms: the arms this cell reports.
+        reported_arms: the arms this cell reports (rows carry them in their ``arm`` column).
         param_budget: parameters each model is sized to.
         settings: the protocol's settings dataclass.
         store: directory where the run's cells share trained models (the runner sets
@@ -40,9 +40,9 @@ class Cell:
     protocol: str
     task: str
     model: str
-    arm: str
+    training_arm: str
     seed: int
-    arms: tuple[str, ...]
+    reported_arms: tuple[str, ...]
     param_budget: int
     settings: Any
     store: str | None = None
@@ -50,7 +50,7 @@ class Cell:
     @property
     def cell_id(self) -> str:
         """A file-name-safe unique id."""
-        raw = f"{self.protocol}__{self.task}__{self.model}__{self.arm}__s{self.seed}"
+        raw = f"{self.protocol}__{self.task}__{self.model}__{self.training_arm}__s{self.seed}"
         return re.sub(r"[^A-Za-z0-9_.-]", "-", raw.replace("+", "plus"))
 
     def key(self) -> dict[str, Any]:
@@ -59,7 +59,7 @@ class Cell:
             "protocol": self.protocol,
             "task": self.task,
             "model": self.model,
-            "arm": self.arm,
+            "training_arm": self.training_arm,
             "seed": self.seed,
         }
 
@@ -74,7 +74,7 @@ class Protocol:
         arms: valid arm names.
         run: top-level function ``run(cell) -> list[Measurement]``.
         task_names: the task names it accepts (a callable so the task registry loads lazily).
-        training_arm: arm -> the arm whose cell trains it (defaults to itself), so arms that
+        trained_by: arm -> the arm whose cell trains it (defaults to itself), so arms that
             share one trained model share one cell.
         needs_tasks: False for protocols that run once per model (timing).
     """
@@ -84,7 +84,7 @@ class Protocol:
     arms: tuple[str, ...]
     run: Callable[[Cell], list[Measurement]]
     task_names: Callable[[], Iterable[str]]
-    training_arm: dict[str, str] = dataclasses.field(default_factory=dict)
+    trained_by: dict[str, str] = dataclasses.field(default_factory=dict)
     needs_tasks: bool = True
 
     def valid_tasks(self) -> list[str]:
@@ -94,5 +94,5 @@ class Protocol:
         """Group requested arms by the arm whose cell produces them: [(cell arm, reported arms)]."""
         groups: dict[str, list[str]] = {}
         for arm in arms:
-            groups.setdefault(self.training_arm.get(arm, arm), []).append(arm)
+            groups.setdefault(self.trained_by.get(arm, arm), []).append(arm)
         return [(cell_arm, tuple(reported)) for cell_arm, reported in groups.items()]

@@ -2,8 +2,9 @@
 
 ``build_report(run_dir, out_dir=None)`` is the entry point. The modules, leaf to root:
 load (read and validate a run), metrics (what each metric means), query (rows -> one value per
-run), tables and timing (statistics tables), overview / results / figures (sections),
-document (the report as data; figures as Plots still to draw), render (draws the Plots, in
+run), stats (IQM, bootstrap, probability of improvement), tables and complexity (statistics
+tables), overview / results / figures (sections),
+document (the report as data; figures as Plots still to draw), draw (draws the Plots with plots.py, in
 worker processes when cores allow), markdown and html (renderers), build (all of it).
 """
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from suites.report import figures, overview, results
 from suites.report.config import ReportConfig
 from suites.report.document import Figure, Section, Table
+from suites.report.draw import Drawer, default_jobs
 from suites.report.html import render_html
 from suites.report.load import Run, load_run
 from suites.report.markdown import render_markdown
-from suites.report.render import Drawer, default_jobs
 
 log = logging.getLogger(__name__)
 

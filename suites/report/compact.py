@@ -14,7 +14,7 @@ import sys
 
 import pandas as pd
 
-from suites import stats
+from suites.report import stats
 from suites.report.config import ReportConfig
 from suites.report.load import load_run
 from suites.report.query import Selection, per_run, rng_for, select

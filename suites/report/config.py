@@ -20,7 +20,7 @@ class ReportConfig:
         change), which is the target variance, 1 by construction for the standardised targets
         the dynamics protocol predicts (suites/data/normalize.py).
     dpi: resolution of the PNG figures.
-    jobs: processes drawing the figures (suites.report.render); None: one per usable core, at
+    jobs: processes drawing the figures (suites.report.draw); None: one per usable core, at
         most render.MAX_JOBS; 1 draws them in this process. The images do not depend on it.
     """
 

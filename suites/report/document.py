@@ -46,13 +46,13 @@ class Table:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Plot:
-    """A figure still to be drawn: a suites.plots function and its arguments.
+    """A figure still to be drawn: a suites.report.plots function and its arguments.
 
     Plain data (a module-level function, DataFrames, numbers), so that a worker process can draw
-    it (suites.report.render); ``draw()`` gives the same PNG bytes in any process.
+    it (suites.report.draw); ``draw()`` gives the same PNG bytes in any process.
 
     Attributes:
-        kind: the drawing function, e.g. suites.plots.curves; returns PNG bytes.
+        kind: the drawing function, e.g. suites.report.plots.curves; returns PNG bytes.
         args: its positional arguments.
         kwargs: its keyword arguments.
     """
@@ -78,7 +78,7 @@ class Figure:
     Attributes:
         name: file stem, unique in the report.
         caption: what it shows and which rows it comes from.
-        plot: how to draw it; suites.report.render draws every figure once, possibly in a
+        plot: how to draw it; suites.report.draw draws every figure once, possibly in a
             worker process, and the renderers take the images by name.
     """
 

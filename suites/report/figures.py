@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from suites import plots
-from suites.report import timing
+from suites.report import complexity, plots
 from suites.report.config import ReportConfig
 from suites.report.document import Block, Figure, Plot, Section, Table, Text
 from suites.report.metrics import spec
@@ -156,7 +155,7 @@ def mpc(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
 
 def _loglog(rows: pd.DataFrame, metric: str, config: ReportConfig) -> list[Block]:
     points = rows_of(rows, "timing", metric)
-    fits = timing.slopes(rows, metric, config.confidence)
+    fits = complexity.slopes(rows, metric, config.confidence)
     if points.empty or fits.empty:
         return []
     plot = Plot.of(
@@ -189,7 +188,7 @@ def _loglog(rows: pd.DataFrame, metric: str, config: ReportConfig) -> list[Block
 def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
     """Complexity curves with slopes, and speed bars and ratios."""
     blocks: list[Block] = []
-    theory = timing.complexity(rows, config.confidence)
+    theory = complexity.complexity(rows, config.confidence)
     if "slope_T" in theory and theory["slope_T"].notna().any():
         blocks.append(
             Table(
@@ -229,7 +228,7 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 plot,
             )
         )
-    speed = timing.vmap_speedup(rows)
+    speed = complexity.vmap_speedup(rows)
     if not speed.empty:
         blocks.append(
             Table(
@@ -259,7 +258,7 @@ def timing_section(rows: pd.DataFrame, config: ReportConfig) -> Section | None:
                 plot,
             )
         )
-    coll = timing.collect_rows(rows)
+    coll = complexity.collect_rows(rows)
     if not coll.empty:
         plot = Plot.of(
             plots.bars,

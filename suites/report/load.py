@@ -19,7 +19,7 @@ CELL_COLUMNS = (
     "protocol",
     "task",
     "model",
-    "arm",
+    "training_arm",
     "seed",
     "cell_id",
     "status",

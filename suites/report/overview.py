@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from suites import plots
+from suites.report import plots
 from suites.report.config import ReportConfig
 from suites.report.document import Code, Figure, Plot, Section, Table, Text
 from suites.report.load import Run
@@ -125,7 +125,7 @@ def failures(run: Run) -> Section | None:
         return None
     cols = [
         c
-        for c in ("protocol", "task", "model", "arm", "seed", "cell_id", "status", "error")
+        for c in ("protocol", "task", "model", "training_arm", "seed", "cell_id", "status", "error")
         if c in bad.columns
     ]
     return Section(

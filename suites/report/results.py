@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from suites import plots
-from suites.report import tables
+from suites.report import plots, tables
 from suites.report.config import ReportConfig
 from suites.report.document import Block, Figure, Plot, Section, Table, Text
 from suites.report.metrics import spec

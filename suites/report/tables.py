@@ -1,11 +1,11 @@
-"""The report's statistical tables, each a query on the rows plus suites.stats estimators."""
+"""The report's statistical tables, each a query on the rows plus suites.report.stats estimators."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from suites import stats
+from suites.report import stats
 from suites.report.config import ReportConfig
 from suites.report.metrics import spec
 from suites.report.query import Selection, matrix, paired, per_run, rng_for, rows_of, select

@@ -1,7 +1,7 @@
 """Task distributions on gymnasium and MuJoCo: dynamics-shift and reward-defined families.
 
-    from suites.tasks import TASKS, get_task
-    dist = get_task("halfcheetah-vel")
+    from suites.tasks import TASKS, get_distribution
+    dist = get_distribution("halfcheetah-vel")
     train = dist.sample(8, np.random.default_rng(0))  # training split
     test = dist.test_tasks(8)                         # fixed held-out set
     env = dist.make_env(train[0])     # gym.make("SSMMetaRL/HalfCheetahVel-v0", target_velocity=...)
@@ -13,7 +13,7 @@ tasks, ranges and sources.
 
 from suites.tasks.base import TaskDistribution
 from suites.tasks.point_nav import PointNavVec
-from suites.tasks.registration import DISTRIBUTIONS, get_task, register_envs, tasks_of_family
+from suites.tasks.registration import DISTRIBUTIONS, get_distribution, register_envs, tasks_of_family
 from suites.tasks.spaces import TaskParams
 
 TASKS: tuple[str, ...] = tuple(DISTRIBUTIONS)
@@ -21,4 +21,4 @@ TASKS: tuple[str, ...] = tuple(DISTRIBUTIONS)
 
 register_envs()
 
-__all__ = ["TASKS", "PointNavVec", "TaskDistribution", "TaskParams", "get_task", "tasks_of_family"]
+__all__ = ["TASKS", "PointNavVec", "TaskDistribution", "TaskParams", "get_distribution", "tasks_of_family"]

@@ -22,7 +22,7 @@ from suites.tasks.spaces import MAX_TEST_TASKS, ParamSpace, TaskParams
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 """A numpy array or a torch tensor; the batched rewards accept either and return the same kind."""
 
-RewardFn = Callable[[Any, Any, Any, TaskParams], Any]
+TaskRewardFn = Callable[[Any, Any, Any, TaskParams], Any]
 """reward(obs (..., obs_dim), action (..., act_dim), next_obs (..., obs_dim), task) -> (...)."""
 
 
@@ -85,7 +85,7 @@ class TaskDistribution:
     env_class: type[gym.Env]
     space: ParamSpace
     horizon: int
-    reward_fn: RewardFn
+    reward_fn: TaskRewardFn
     source: str
     test_seed: int = 0
     vector_env: Callable[[list[TaskParams]], VectorTaskEnv] | None = None

@@ -37,7 +37,7 @@ def tasks_of_family(family: str) -> list[str]:
     return [name for name, dist in DISTRIBUTIONS.items() if dist.family == family]
 
 
-def get_task(name: str) -> TaskDistribution:
+def get_distribution(name: str) -> TaskDistribution:
     """The distribution registered as ``name``; ValueError listing the valid names otherwise."""
     if name not in DISTRIBUTIONS:
         raise ValueError(f"task: unknown name {name!r}; expected one of {sorted(DISTRIBUTIONS)}")

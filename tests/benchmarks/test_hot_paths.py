@@ -19,9 +19,9 @@ import torch
 from models import MODELS, make_model
 from suites.data import collect
 from suites.protocols import PROTOCOLS, Cell, Measurement, Protocol
-from suites.protocols.timing import TimingSettings, fwd_bwd_fn, maml_update_fn, step_fn
+from suites.protocols.timing.protocol import TimingSettings, fwd_bwd_fn, maml_update_fn, step_fn
 from suites.runner import execute_cell
-from suites.tasks import get_task
+from suites.tasks import get_distribution
 from tests.benchmarks.normalised import calibration_op
 
 BUDGET, IN, OUT = 20_000, 23, 17
@@ -58,7 +58,7 @@ def test_maml_vmap_update(normalised: Normalised, name: str) -> None:
 
 @pytest.mark.benchmark(group="collect")
 def test_collect_pendulum(normalised: Normalised) -> None:
-    dist = get_task("pendulum-mass-length")
+    dist = get_distribution("pendulum-mass-length")
     tasks = dist.test_tasks(2)
     data = normalised(lambda: collect(dist, tasks, episodes=4, horizon=100, seed=0))
     assert data.inputs.shape == (2, 4, 100, 4)  # [cos, sin, velocity, torque]
@@ -68,7 +68,7 @@ def test_collect_pendulum(normalised: Normalised) -> None:
 @pytest.mark.benchmark(group="collect")
 def test_collect_point_nav(normalised: Normalised) -> None:
     # the vectorised random-policy path: a 3 us step, so collection overhead shows at once
-    dist = get_task("point-nav-2d")
+    dist = get_distribution("point-nav-2d")
     tasks = dist.test_tasks(4)
     data = normalised(lambda: collect(dist, tasks, episodes=8, horizon=100, seed=0))
     assert data.inputs.shape == (4, 8, 100, 4)  # [x, y, action x, action y]
@@ -76,7 +76,7 @@ def test_collect_point_nav(normalised: Normalised) -> None:
 
 
 def _noop(cell: Cell) -> list[Measurement]:
-    return [Measurement(cell.arm, "params", 0, 0.0)]
+    return [Measurement(cell.training_arm, "params", 0, 0.0)]
 
 
 @pytest.mark.benchmark(group="runner")

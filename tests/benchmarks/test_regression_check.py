@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models import make_model
-from suites.protocols.timing import fwd_bwd_fn
+from suites.protocols.timing.protocol import fwd_bwd_fn
 from tests.benchmarks.normalised import (
     calibration_op,
     latest_saved,

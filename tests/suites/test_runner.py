@@ -82,7 +82,7 @@ def test_failing_cell_is_recorded_and_others_complete(tmp_path: Path, monkeypatc
     real = PROTOCOLS["dynamics"]
 
     def flaky(cell):
-        if cell.model == "gru" and cell.seed == 1 and cell.arm == "pretrain":
+        if cell.model == "gru" and cell.seed == 1 and cell.training_arm == "pretrain":
             raise RuntimeError("injected failure")
         return real.run(cell)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from suites.protocols.dynamics import DynamicsSettings
+from suites.protocols.dynamics.protocol import DynamicsSettings
 from suites.runner import expand_cells
 from suites.spec import apply_overrides, builtin_suites, load_suite, parse_suite, read_suite_table
 from suites.validate import SpecError
@@ -55,8 +55,8 @@ def test_maml_adapter_shares_the_maml_cell() -> None:
     table = _table()
     table["dynamics"]["arms"] = ["maml", "maml+adapter", "pretrain"]
     cells = expand_cells(parse_suite(table, "t.toml"))
-    assert {c.arm for c in cells} == {"maml", "pretrain"}
-    assert {c.arms for c in cells if c.arm == "maml"} == {("maml", "maml+adapter")}
+    assert {c.training_arm for c in cells} == {"maml", "pretrain"}
+    assert {c.reported_arms for c in cells if c.training_arm == "maml"} == {("maml", "maml+adapter")}
 
 
 def test_hash_changes_with_settings_not_description() -> None:

@@ -1,0 +1,105 @@
+"""Planners: random shooting picks the best candidate, CEM beats it on a toy cost, bounds hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from suites.protocols.mpc import Planner, PlannerConfig, cem, random_shooting
+
+LOW, HIGH = torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 2.0])
+
+
+def toy_score(target: Tensor):
+    """Return -||a - target||^2 per candidate: the best sequence is ``target`` itself."""
+    return lambda actions: -(actions - target).pow(2).sum((1, 2))
+
+
+def test_random_shooting_returns_the_best_candidate() -> None:
+    config = PlannerConfig("random", horizon=5, candidates=32)
+    best = random_shooting(lambda a: a.sum((1, 2)), LOW, HIGH, config, torch.Generator().manual_seed(3))
+    # the same generator draws the same candidates: the chosen one has the largest sum among them
+    candidates = LOW + (HIGH - LOW) * torch.rand(32, 5, 2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(best, candidates[candidates.sum((1, 2)).argmax()])
+
+
+def test_cem_beats_random_shooting_on_a_toy_cost_with_equal_samples() -> None:
+    horizon, candidates, iterations = 10, 64, 5
+    gaps = []
+    for seed in range(5):
+        target = LOW + (HIGH - LOW) * torch.rand(horizon, 2, generator=torch.Generator().manual_seed(100 + seed))
+        score = toy_score(target)
+        rs = PlannerConfig("random", horizon, candidates * iterations)  # the same number of scored samples
+        ce = PlannerConfig("cem", horizon, candidates, iterations, elites=8)
+        rs_cost = -float(score(random_shooting(score, LOW, HIGH, rs, torch.Generator().manual_seed(seed))[None]))
+        ce_cost = -float(score(cem(score, LOW, HIGH, ce, torch.Generator().manual_seed(seed))[None]))
+        gaps.append(rs_cost / ce_cost)
+    # measured: CEM's squared distance is 5x to 20x smaller than random shooting's on every seed
+    assert min(gaps) > 3.0, gaps
+
+
+def test_cem_stays_in_bounds_and_converges_on_an_edge() -> None:
+    target = torch.tensor([[5.0, -5.0]]).expand(4, 2)  # outside the box: the optimum is its corner
+    plan = cem(toy_score(target), LOW, HIGH, PlannerConfig("cem", 4, 64, 6, 8), torch.Generator().manual_seed(0))
+    assert bool(((plan >= LOW) & (plan <= HIGH)).all())
+    corner = torch.tensor([[1.0, -2.0]]).expand(4, 2)
+    start = (corner - (LOW + HIGH) / 2).pow(2).sum()  # from the middle of the box, where CEM starts: 20
+    # measured 0.5 after 6 rounds: the mean moves to the corner, within 3% of where it started
+    assert float((plan - corner).pow(2).sum()) < 0.1 * float(start)
+
+
+def test_non_finite_scores_are_never_chosen() -> None:
+    def score(actions: Tensor) -> Tensor:
+        s = actions.sum((1, 2))
+        return torch.where(s > 0, torch.full_like(s, float("nan")), s)
+
+    best = random_shooting(score, LOW, HIGH, PlannerConfig("random", 3, 64), torch.Generator().manual_seed(0))
+    assert float(best.sum()) <= 0
+
+
+def test_planner_warm_start_shifts_the_previous_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    import suites.protocols.mpc.planners as planners
+
+    means: list[Tensor | None] = []
+    plans = iter([torch.arange(8.0).reshape(4, 2) / 10, torch.zeros(4, 2), torch.zeros(4, 2)])
+
+    def fake_cem(score, low, high, config, generator, mean=None):  # type: ignore[no-untyped-def]
+        means.append(mean)
+        return next(plans)
+
+    monkeypatch.setattr(planners, "cem", fake_cem)
+    planner = Planner(PlannerConfig("cem", 4, 32, 3, 4), LOW, HIGH, seed=0)
+    first = planner.plan(lambda a: a.sum((1, 2)))
+    planner.plan(lambda a: a.sum((1, 2)))
+    assert torch.equal(first, torch.tensor([0.0, 0.1]))
+    assert means[0] is None
+    # the second plan starts from the first shifted by one step, the middle of the box appended
+    expected = torch.cat([torch.arange(8.0).reshape(4, 2)[1:] / 10, ((LOW + HIGH) / 2)[None]])
+    assert means[1] is not None and torch.equal(means[1], expected)
+    planner.reset()
+    planner.plan(lambda a: a.sum((1, 2)))
+    assert means[2] is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"method": "mppi"}, "method"),
+        ({"horizon": 0}, "horizon"),
+        ({"candidates": 4, "elites": 8}, "elites"),
+        ({"momentum": 1.0}, "momentum"),
+    ],
+)
+def test_bad_config_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        PlannerConfig(**kwargs)
+
+
+def test_bad_bounds_and_scores_raise() -> None:
+    config = PlannerConfig("random", 3, 8)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="action bounds"):
+        random_shooting(lambda a: a.sum((1, 2)), HIGH, LOW, config, g)
+    with pytest.raises(ValueError, match=r"score: expected one return per candidate, shape \(8,\)"):
+        random_shooting(lambda a: a.sum(2), LOW, HIGH, config, g)

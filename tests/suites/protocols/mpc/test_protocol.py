@@ -1,0 +1,122 @@
+"""The mpc protocol on tiny settings: every arm and metric for every model; settings errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from models import MODELS
+from suites.protocols import PROTOCOLS
+from suites.protocols.base import Cell
+from suites.protocols.mpc.protocol import MPCSettings, run
+
+TINY = MPCSettings(
+    train_tasks=2,
+    episodes_per_task=2,
+    support_episodes=1,
+    horizon=10,
+    sequence_length=5,
+    support_windows=2,
+    query_windows=2,
+    meta_iterations=2,
+    meta_batch=2,
+    test_tasks=2,
+    episodes=1,
+    episode_steps=6,
+    plan_horizon=3,
+    candidates=8,
+    cem_iterations=2,
+    elites=2,
+    adapt_window=3,
+    adapt_every=2,
+    adapter_every=2,
+    oracle_episodes=2,
+)
+STEPS = TINY.episode_steps
+
+
+def cell(model: str, arm: str, arms: tuple[str, ...], task: str = "pendulum-mass-length") -> Cell:
+    return Cell("tiny", "mpc", task, model, arm, 0, arms, 2000, TINY)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_arm_and_metric_for_every_model(model: str) -> None:
+    protocol = PROTOCOLS["mpc"]
+    groups = dict(protocol.cell_arms(protocol.arms))
+    assert groups == {"maml": ("unadapted", "maml", "maml+adapter", "random"), "oracle": ("oracle",)}
+    rows = [r for cell_arm, arms in groups.items() for r in run(cell(model, cell_arm, arms))]
+    got: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        assert math.isfinite(r.value), r
+        got.setdefault((r.arm, r.metric), []).append(r.step)
+    expected = {("random", "return"): [0]}
+    for arm in ("unadapted", "maml", "maml+adapter", "oracle"):
+        expected |= {
+            (arm, "return"): [0],
+            (arm, "model_error"): list(range(STEPS)),
+            (arm, "plan_ms"): [0],
+            (arm, "params"): [0],
+        }
+    assert got == expected
+    values = {(r.arm, r.metric): r.value for r in rows if r.step == 0}
+    assert values[("maml", "params")] == values[("oracle", "params")] > 0
+    # pendulum rewards are costs: every return is negative and at least -16.27 per step
+    for arm in ("unadapted", "maml", "maml+adapter", "oracle", "random"):
+        assert -16.3 * STEPS < values[(arm, "return")] < 0
+
+
+def test_arms_share_starts_and_unadapted_equals_maml_before_the_first_adaptation() -> None:
+    """With the first adaptation after the last step, maml and maml+adapter act as unadapted."""
+    late = cell("gru", "maml", ("unadapted", "maml", "maml+adapter"))
+    settings = MPCSettings(**{**TINY.__dict__, "adapt_window": STEPS, "adapt_every": STEPS, "adapter_every": STEPS})
+    rows = run(Cell(**{**late.__dict__, "settings": settings}))
+    by_arm = {
+        a: [(r.metric, r.step, r.value) for r in rows if r.arm == a and r.metric != "plan_ms"]
+        for a in late.reported_arms
+    }
+    assert by_arm["unadapted"] == by_arm["maml"] == by_arm["maml+adapter"]
+
+
+def test_rejects_reward_tasks_and_unknown_training_arms() -> None:
+    with pytest.raises(ValueError, match="mpc task: expected a dynamics-shift task"):
+        run(cell("mlp", "maml", ("maml",), task="point-nav-2d"))
+    with pytest.raises(ValueError, match="mpc arm: expected a training arm 'maml' or 'oracle', got 'random'"):
+        run(cell("mlp", "random", ("random",)))
+    assert "point-nav-2d" not in PROTOCOLS["mpc"].valid_tasks()
+    assert "halfcheetah-crippled-joint" in PROTOCOLS["mpc"].valid_tasks()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"candidates": 0}, "candidates: expected a positive number, got 0"),
+        ({"planner": "mppi"}, "planner method: expected one of"),
+        ({"elites": 100}, "planner elites: expected at most candidates"),
+        ({"adapt_window": 500}, "adapt_window: expected at most episode_steps 100, got 500"),
+        ({"oracle_episodes": 1}, "oracle_episodes: expected at least 2"),
+        ({"support_episodes": 4}, None),
+    ],
+)
+def test_bad_settings_name_the_field(kwargs: dict, message: str | None) -> None:
+    if message is None:  # a bad training setting fails when the windows are cut, naming the field
+        settings = MPCSettings(**{**TINY.__dict__, **kwargs, "episodes_per_task": 2})
+        with pytest.raises(ValueError, match="support_episodes"):
+            run(Cell("tiny", "mpc", "pendulum-mass-length", "mlp", "maml", 0, ("maml",), 2000, settings))
+        return
+    with pytest.raises(ValueError, match=message):
+        MPCSettings(**kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["halfcheetah-mass-damping", "halfcheetah-crippled-joint", "ant-crippled-leg"])
+def test_mujoco_dynamics_tasks_run_every_arm(task: str) -> None:
+    """The MuJoCo tasks' torch rewards, 6- and 8-D action boxes and (ant) early termination."""
+    rows = run(cell("gru", "maml", ("unadapted", "maml", "maml+adapter", "random"), task=task))
+    rows += run(cell("gru", "oracle", ("oracle",), task=task))
+    arms = {r.arm for r in rows if r.metric == "return"}
+    assert arms == {"unadapted", "maml", "maml+adapter", "oracle", "random"}
+    assert all(math.isfinite(r.value) for r in rows)
+    for arm in ("unadapted", "maml", "maml+adapter", "oracle"):
+        steps = [r.step for r in rows if r.arm == arm and r.metric == "model_error"]
+        assert steps == list(range(len(steps))) and 1 <= len(steps) <= STEPS
