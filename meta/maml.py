@@ -33,7 +33,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
@@ -42,44 +41,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 
+from meta.config import MAMLConfig
 from meta.functional import Params, mse, sgd_update
-from meta.tasks import Task, TaskBatch
+from meta.tasks import Task, TaskBatch, as_task_batch, as_task_list, check_input, check_task
 from models import SequenceModel, State
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Lrs = float | Mapping[str, Tensor]
-
-
-@dataclasses.dataclass(frozen=True)
-class MAMLConfig:
-    """Settings of MetaMAML (the loss function is passed separately)."""
-
-    inner_lr: float = 0.01
-    """alpha: step size of the inner SGD steps (the initial value of every lr with meta_sgd)."""
-    outer_lr: float = 1e-3
-    """Adam learning rate of the outer (meta) update."""
-    num_inner_steps: int = 1
-    """Inner gradient steps per task; 0 trains the initialisation on the query directly."""
-    first_order: bool = False
-    """Drop second derivatives through the inner steps (FOMAML)."""
-    meta_sgd: bool = False
-    """Learn one inner learning rate per parameter element, meta-trained with the weights."""
-    query_from_support_state: bool = False
-    """Start the query from the adapted model's state at the end of the support sequence."""
-    vectorize: bool = True
-    """Run a meta-batch's tasks together under torch.func.vmap; False: the per-task loop."""
-
-    def __post_init__(self) -> None:
-        for name in ("inner_lr", "outer_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"MAMLConfig.{name}: expected a non-negative float, got {value!r}")
-        steps = self.num_inner_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"MAMLConfig.num_inner_steps: expected an int >= 0, got {steps!r}")
-        for name in ("first_order", "meta_sgd", "query_from_support_state", "vectorize"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"MAMLConfig.{name}: expected a bool, got {getattr(self, name)!r}")
 
 
 class MetaMAML:
@@ -162,7 +130,7 @@ class MetaMAML:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"adapt: num_steps expected an int >= 0, got {steps!r}")
         first = self.config.first_order if first_order is None else first_order
-        self._check_x("support_x", support_x)
+        check_input("support_x", support_x, self.model.input_dim)
         if state is None:
             state = self.model.init_state(support_x.shape[0], support_x.device)
         with torch.enable_grad():
@@ -198,7 +166,7 @@ class MetaMAML:
         """
         if not isinstance(task, Task):
             raise ValueError(f"evaluate: task expected a Task, got {type(task).__name__}")
-        self._check_task("task", task)
+        check_task("task", task, self.model.input_dim, self.config.query_from_support_state)
         wanted = list(range(self.config.num_inner_steps + 1)) if steps is None else list(steps)
         if not wanted or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in wanted):
             raise ValueError(f"evaluate: steps expected a non-empty sequence of ints >= 0, got {steps!r}")
@@ -232,8 +200,8 @@ class MetaMAML:
         """
         with torch.enable_grad():
             if self.config.vectorize:
-                return self._meta_loss_vmap(self._as_batch(tasks))
-            return self._meta_loss_loop(self._as_list(tasks))
+                return self._meta_loss_vmap(as_task_batch(tasks, *self._task_checks()))
+            return self._meta_loss_loop(as_task_list(tasks, *self._task_checks()))
 
     def meta_update(self, tasks: Sequence[Task] | TaskBatch) -> float:
         """One outer Adam step on ``meta_loss(tasks)``; returns the meta-loss before the step.
@@ -268,7 +236,7 @@ class MetaMAML:
             )
             loss = self._query_loss(fast, task.support_x, task.query_x, task.query_y, s_support, s_query)
             total = loss if total is None else total + loss
-        assert total is not None  # _as_list guarantees at least one task
+        assert total is not None  # as_task_list guarantees at least one task
         return total / len(tasks)
 
     def _meta_loss_vmap(self, batch: TaskBatch) -> Tensor:
@@ -389,38 +357,6 @@ class MetaMAML:
     def _lrs(self) -> Lrs:
         return self.inner_lrs if self.config.meta_sgd else self.config.inner_lr
 
-    # ---- validation -----------------------------------------------------------------------
-
-    def _check_x(self, field: str, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.model.input_dim:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            d = self.model.input_dim
-            raise ValueError(f"{field}: expected shape (B, T, {d}) or (B, {d}) (the model's input_dim {d}), got {got}")
-
-    def _check_task(self, where: str, task: Task) -> None:
-        self._check_x(f"{where}.support_x", task.support_x)
-        self._check_x(f"{where}.query_x", task.query_x)
-        if self.config.query_from_support_state and task.query_x.shape[0] != task.support_x.shape[0]:
-            raise ValueError(
-                f"{where}.query_x: expected batch size {task.support_x.shape[0]} (the support's, "
-                f"as query_from_support_state=True), got {task.query_x.shape[0]}"
-            )
-
-    def _as_list(self, tasks: Sequence[Task] | TaskBatch) -> list[Task]:
-        if isinstance(tasks, TaskBatch):
-            tasks = tasks.unstack()
-        if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
-            raise ValueError(f"tasks: expected a list of Task or a TaskBatch, got {type(tasks).__name__}")
-        if len(tasks) == 0:
-            raise ValueError("tasks: expected at least one Task, got an empty list")
-        for i, task in enumerate(tasks):
-            if not isinstance(task, Task):
-                raise ValueError(f"tasks[{i}]: expected a Task, got {type(task).__name__}")
-            self._check_task(f"tasks[{i}]", task)
-        return list(tasks)
-
-    def _as_batch(self, tasks: Sequence[Task] | TaskBatch) -> TaskBatch:
-        if isinstance(tasks, TaskBatch):
-            self._check_task("tasks", tasks[0])
-            return tasks
-        return TaskBatch.stack(self._as_list(tasks))
+    def _task_checks(self) -> tuple[int, bool]:
+        """(input_dim, same_batch) for the task checks of meta.tasks."""
+        return self.model.input_dim, self.config.query_from_support_state

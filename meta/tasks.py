@@ -123,3 +123,46 @@ class TaskBatch:
                         f"tasks, got {tuple(got)}"
                     )
         return cls(*(torch.stack([getattr(t, f) for t in tasks]) for f in _FIELDS))
+
+
+def check_input(field: str, x: Tensor, input_dim: int) -> None:
+    """ValueError unless ``x`` is (B, T, input_dim) or (B, input_dim)."""
+    if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[-1] != input_dim:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        d = input_dim
+        raise ValueError(f"{field}: expected shape (B, T, {d}) or (B, {d}) (the model's input_dim {d}), got {got}")
+
+
+def check_task(where: str, task: Task, input_dim: int, same_batch: bool) -> None:
+    """A task's inputs fit the model; with ``same_batch`` the query has the support's batch size
+    (the query then starts from the support's final state, one row per sequence)."""
+    check_input(f"{where}.support_x", task.support_x, input_dim)
+    check_input(f"{where}.query_x", task.query_x, input_dim)
+    if same_batch and task.query_x.shape[0] != task.support_x.shape[0]:
+        raise ValueError(
+            f"{where}.query_x: expected batch size {task.support_x.shape[0]} (the support's, "
+            f"as query_from_support_state=True), got {task.query_x.shape[0]}"
+        )
+
+
+def as_task_list(tasks: Sequence[Task] | TaskBatch, input_dim: int, same_batch: bool) -> list[Task]:
+    """A non-empty list of checked tasks from a list of Task or a TaskBatch."""
+    if isinstance(tasks, TaskBatch):
+        tasks = tasks.unstack()
+    if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
+        raise ValueError(f"tasks: expected a list of Task or a TaskBatch, got {type(tasks).__name__}")
+    if len(tasks) == 0:
+        raise ValueError("tasks: expected at least one Task, got an empty list")
+    for i, task in enumerate(tasks):
+        if not isinstance(task, Task):
+            raise ValueError(f"tasks[{i}]: expected a Task, got {type(task).__name__}")
+        check_task(f"tasks[{i}]", task, input_dim, same_batch)
+    return list(tasks)
+
+
+def as_task_batch(tasks: Sequence[Task] | TaskBatch, input_dim: int, same_batch: bool) -> TaskBatch:
+    """A checked TaskBatch from a list of Task (stacked) or a TaskBatch (its first task checked)."""
+    if isinstance(tasks, TaskBatch):
+        check_task("tasks", tasks[0], input_dim, same_batch)
+        return tasks
+    return TaskBatch.stack(as_task_list(tasks, input_dim, same_batch))
