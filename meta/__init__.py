@@ -13,8 +13,8 @@ Imports only ``models`` (the interface) and torch.
 
 from meta.allocator import keep_freed_memory
 from meta.config import MAMLConfig
-from meta.functional import mse, sgd_update
+from meta.functional import NonFiniteError, mse, sgd_update
 from meta.maml import MetaMAML
 from meta.tasks import Task, TaskBatch
 
-__all__ = ["MAMLConfig", "MetaMAML", "Task", "TaskBatch", "keep_freed_memory", "mse", "sgd_update"]
+__all__ = ["MAMLConfig", "MetaMAML", "NonFiniteError", "Task", "TaskBatch", "keep_freed_memory", "mse", "sgd_update"]

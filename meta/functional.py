@@ -7,12 +7,22 @@ The update is kept apart from the class that decides when to call it (as learn2l
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 Params = OrderedDict[str, Tensor]
 """Named parameters (or fast weights), in ``model.named_parameters()`` order."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient or adapted weight came out NaN or infinite; the message says which."""
+
+
+def all_finite(tensors: Iterable[Tensor | None]) -> bool:
+    """Whether every element of every tensor is finite (None entries are skipped)."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
 
 
 def mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -58,3 +68,18 @@ def sgd_update(
     if isinstance(lrs, Mapping):
         return OrderedDict((k, p - lrs[k] * grads[k]) for k, p in params.items())
     return OrderedDict((k, p - lrs * grads[k]) for k, p in params.items())
+
+
+def stack_losses(losses: Tensor | Sequence[Tensor]) -> Tensor:
+    """Per-task losses as one (n,) tensor (the vmapped path's already are)."""
+    return losses if isinstance(losses, Tensor) else torch.stack(list(losses))
+
+
+def mean_over_tasks(losses: Tensor | Sequence[Tensor]) -> Tensor:
+    """The meta-loss: the mean of the per-task losses (a list as a running sum, in task order)."""
+    if isinstance(losses, Tensor):
+        return losses.mean()
+    total = losses[0]
+    for loss in losses[1:]:
+        total = total + loss
+    return total / len(losses)

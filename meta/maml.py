@@ -17,12 +17,11 @@ Two paths compute the same meta-loss and meta-gradient, chosen once by ``vectori
   inner loop with ``torch.func.grad``, which composes with vmap and with the outer autograd;
 - reference: a Python loop over tasks with ``torch.autograd.grad(create_graph=True)``.
 
-Sequences and state: the support and the query each start from a fresh ``model.init_state``.
-With ``query_from_support_state=True`` the query instead starts from the state the *adapted*
-model reaches at the end of the support sequence: after the inner loop, the adapted weights are
-run once more over the support from the support's initial state, and that final state (still a
-differentiable function of the adapted weights) seeds the query. This needs equal support and
-query batch sizes, since the state has one row per sequence.
+Sequences and state: the support and the query each start from a fresh ``model.init_state``;
+with ``query_from_support_state=True`` the query starts from the state the *adapted* model
+reaches at the end of the support (differentiable in the adapted weights; equal batch sizes).
+
+Non-finite losses and gradients never reach the weights (``MAMLConfig.nonfinite``).
 
 References:
     Finn, Abbeel, Levine (2017), Model-Agnostic Meta-Learning for Fast Adaptation of Deep
@@ -33,6 +32,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
@@ -42,8 +42,8 @@ from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 
 from meta.config import MAMLConfig
-from meta.functional import Params, mse, sgd_update
-from meta.tasks import Task, TaskBatch, as_task_batch, as_task_list, check_input, check_task
+from meta.functional import NonFiniteError, Params, all_finite, mean_over_tasks, mse, sgd_update, stack_losses
+from meta.tasks import Task, TaskBatch, as_task_batch, as_task_list, check_input, check_task, select_tasks
 from models import SequenceModel, State
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -56,7 +56,7 @@ class MetaMAML:
     Args:
         model: any ``SequenceModel``; its parameters are the meta-learned initialisation.
         inner_lr, outer_lr, num_inner_steps, first_order, meta_sgd, query_from_support_state,
-        vectorize: see ``MAMLConfig``.
+        vectorize, nonfinite: see ``MAMLConfig``.
         loss_fn: ``(pred, target) -> scalar``; default mean squared error over all elements.
 
     Example:
@@ -79,6 +79,7 @@ class MetaMAML:
         meta_sgd: bool = False,
         query_from_support_state: bool = False,
         vectorize: bool = True,
+        nonfinite: str = "skip",
     ) -> None:
         if not isinstance(model, SequenceModel):
             raise ValueError(f"MetaMAML: model expected a SequenceModel, got {type(model).__name__}")
@@ -91,6 +92,7 @@ class MetaMAML:
             meta_sgd,
             query_from_support_state,
             vectorize,
+            nonfinite,
         )
         self.loss_fn = loss_fn
         self.inner_lrs: OrderedDict[str, nn.Parameter] = OrderedDict()
@@ -99,6 +101,10 @@ class MetaMAML:
                 (k, nn.Parameter(torch.full_like(p.detach(), float(inner_lr)))) for k, p in self._weights().items()
             )
         self.optimizer = torch.optim.Adam(self.parameters(), lr=outer_lr)
+        self.skipped_tasks = 0
+        """Tasks left out of meta-updates so far for a non-finite loss or gradient."""
+        self.last_skipped = 0
+        """Tasks left out of the latest meta-update."""
 
     def parameters(self) -> list[Tensor]:
         """Everything the outer loop learns: the model's parameters, then Meta-SGD's lrs."""
@@ -133,8 +139,16 @@ class MetaMAML:
         check_input("support_x", support_x, self.model.input_dim)
         if state is None:
             state = self.model.init_state(support_x.shape[0], support_x.device)
+        if not all_finite([support_x, support_y]):
+            raise NonFiniteError("adapt: support_x and support_y expected finite values, got NaN or inf")
         with torch.enable_grad():
-            return self._inner_loop_autograd(self._weights(), self._lrs(), support_x, support_y, state, steps, first)
+            fast = self._inner_loop_autograd(self._weights(), self._lrs(), support_x, support_y, state, steps, first)
+        if not all_finite(fast.values()):
+            raise NonFiniteError(
+                f"adapt: the fast weights after {steps} inner step(s) are not finite "
+                f"(the inner loop diverges at inner_lr {self.config.inner_lr})"
+            )
+        return fast
 
     def forward_with_weights(
         self, x: Tensor, weights: Mapping[str, Tensor], state: State = None
@@ -184,6 +198,9 @@ class MetaMAML:
             if k < max(wanted):
                 with torch.enable_grad():
                     weights = self._inner_step_autograd(weights, lrs, task.support_x, task.support_y, s_support, True)
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            raise NonFiniteError(f"evaluate: query loss after k inner steps expected finite, got {bad} (k: loss)")
         return [losses[k] for k in wanted]
 
     # ---- meta-batch API -------------------------------------------------------------------
@@ -199,30 +216,66 @@ class MetaMAML:
             A scalar tensor whose gradient is the meta-gradient.
         """
         with torch.enable_grad():
-            if self.config.vectorize:
-                return self._meta_loss_vmap(as_task_batch(tasks, *self._task_checks()))
-            return self._meta_loss_loop(as_task_list(tasks, *self._task_checks()))
+            return mean_over_tasks(self._task_losses(self._checked(tasks)))
 
     def meta_update(self, tasks: Sequence[Task] | TaskBatch) -> float:
         """One outer Adam step on ``meta_loss(tasks)``; returns the meta-loss before the step.
 
-        Afterwards every meta-parameter's ``.grad`` holds this step's meta-gradient.
+        Non-finite values never reach the weights or the optimiser state. A task whose query
+        loss is NaN or inf is left out of the step (``nonfinite="skip"``) or raises
+        ``NonFiniteError`` (``"raise"``); a meta-gradient that is not finite skips the whole
+        step (or raises). ``last_skipped`` counts the tasks left out of this step and
+        ``skipped_tasks`` all so far; with no task left, no step is taken and the result is NaN.
+        Afterwards every meta-parameter's ``.grad`` holds the step's meta-gradient (zeros when
+        no step was taken).
         """
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.meta_loss(tasks)
-        loss.backward()
-        for p in self.parameters():
+        batch = self._checked(tasks)
+        n, loss = len(batch), None
+        with torch.enable_grad():
+            losses = self._task_losses(batch)
+            keep = [i for i, ok in enumerate(torch.isfinite(stack_losses(losses).detach()).tolist()) if ok]
+            if len(keep) < n:
+                self._nonfinite(f"query loss of tasks {sorted(set(range(n)) - set(keep))} (of {n})")
+                losses = self._task_losses(select_tasks(batch, keep)) if keep else []
+            if keep:
+                loss = mean_over_tasks(losses)
+                loss.backward()
+        params = self.parameters()
+        if keep and not all_finite(p.grad for p in params):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._nonfinite(f"meta-gradient over tasks {keep} (of {n})")
+            keep, loss = [], None
+        self.last_skipped = n - len(keep)
+        self.skipped_tasks += self.last_skipped
+        for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+        if loss is None:
+            return float("nan")
         self.optimizer.step()
         return float(loss.detach())
 
+    def _nonfinite(self, what: str) -> None:
+        """Raise under ``nonfinite="raise"``; under ``"skip"`` the caller leaves the values out."""
+        if self.config.nonfinite == "raise":
+            raise NonFiniteError(f"meta_update: {what} expected finite, got NaN or inf; no step taken")
+
+    def _checked(self, tasks: Sequence[Task] | TaskBatch) -> list[Task] | TaskBatch:
+        """The tasks checked, as the chosen path takes them: a TaskBatch (vmap) or a list."""
+        checks = self.model.input_dim, self.config.query_from_support_state
+        return as_task_batch(tasks, *checks) if self.config.vectorize else as_task_list(tasks, *checks)
+
+    def _task_losses(self, tasks: list[Task] | TaskBatch) -> Tensor | list[Tensor]:
+        """Each task's post-adaptation query loss: (n,) from the vmapped path, a list from the loop."""
+        return self._task_losses_vmap(tasks) if isinstance(tasks, TaskBatch) else self._task_losses_loop(tasks)
+
     # ---- the two paths --------------------------------------------------------------------
 
-    def _meta_loss_loop(self, tasks: list[Task]) -> Tensor:
+    def _task_losses_loop(self, tasks: list[Task]) -> list[Tensor]:
         """Reference path: each task's inner loop with torch.autograd.grad, one after another."""
         weights, lrs = self._weights(), self._lrs()
-        total: Tensor | None = None
+        losses = []
         for task in tasks:
             s_support, s_query = self._fresh_states(task.support_x, task.query_x)
             fast = self._inner_loop_autograd(
@@ -234,22 +287,14 @@ class MetaMAML:
                 self.config.num_inner_steps,
                 self.config.first_order,
             )
-            loss = self._query_loss(fast, task.support_x, task.query_x, task.query_y, s_support, s_query)
-            total = loss if total is None else total + loss
-        assert total is not None  # as_task_list guarantees at least one task
-        return total / len(tasks)
+            losses.append(self._query_loss(fast, task.support_x, task.query_x, task.query_y, s_support, s_query))
+        return losses
 
-    def _meta_loss_vmap(self, batch: TaskBatch) -> Tensor:
+    def _task_losses_vmap(self, batch: TaskBatch) -> Tensor:
         """Fast path: the whole per-task computation, inner loop included, under one vmap.
 
         The weights enter unbatched (in_dims None), so the first support pass shares them across
-        tasks: one matrix product over all tasks' rows, and weight-only terms computed once. The
-        alternative of giving each task an expanded copy of the weights, running only forwards
-        under vmap and taking one plain ``torch.autograd.grad`` of the summed support losses, was
-        measured (``python -m meta.vmap_timing``'s split, 16 tasks, 20k parameters, Nov 2026): it
-        saves part of the grad transform's fixed cost (0.4-16 ms) but adds 0-50% per task, since
-        the first pass then runs per task too; no faster overall for any model, 10-15% slower for
-        lstm and ssm.
+        tasks: one matrix product over all tasks' rows, and weight-only terms computed once.
         """
         n = len(batch)
         s_support, s_query = self._fresh_states(batch.support_x[0], batch.query_x[0])
@@ -281,7 +326,7 @@ class MetaMAML:
             expand(s_support),
             expand(s_query),
         )
-        return per_task.mean()
+        return per_task
 
     def _inner_loop_autograd(
         self,
@@ -332,13 +377,7 @@ class MetaMAML:
         return self.loss_fn(pred, y)
 
     def _query_loss(
-        self,
-        weights: Params,
-        support_x: Tensor,
-        query_x: Tensor,
-        query_y: Tensor,
-        s_support: State,
-        s_query: State,
+        self, weights: Params, support_x: Tensor, query_x: Tensor, query_y: Tensor, s_support: State, s_query: State
     ) -> Tensor:
         """L_query at ``weights``; the query's initial state per ``query_from_support_state``."""
         if self.config.query_from_support_state:
@@ -356,7 +395,3 @@ class MetaMAML:
 
     def _lrs(self) -> Lrs:
         return self.inner_lrs if self.config.meta_sgd else self.config.inner_lr
-
-    def _task_checks(self) -> tuple[int, bool]:
-        """(input_dim, same_batch) for the task checks of meta.tasks."""
-        return self.model.input_dim, self.config.query_from_support_state

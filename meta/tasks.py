@@ -166,3 +166,11 @@ def as_task_batch(tasks: Sequence[Task] | TaskBatch, input_dim: int, same_batch:
         check_task("tasks", tasks[0], input_dim, same_batch)
         return tasks
     return TaskBatch.stack(as_task_list(tasks, input_dim, same_batch))
+
+
+def select_tasks(tasks: list[Task] | TaskBatch, keep: list[int]) -> list[Task] | TaskBatch:
+    """The tasks at indices ``keep``, in the same form (a list, or a TaskBatch)."""
+    if isinstance(tasks, TaskBatch):
+        index = torch.tensor(keep, dtype=torch.long, device=tasks.support_x.device)
+        return TaskBatch(*(getattr(tasks, f).index_select(0, index) for f in _FIELDS))
+    return [tasks[i] for i in keep]
