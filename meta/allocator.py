@@ -2,11 +2,11 @@
 
 A vmapped MAML meta-update frees and allocates tensors of about a megabyte (16 tasks x a
 window's activations) many times per call. With glibc's default, adaptive thresholds, free
-memory at the top of the heap is handed back to the OS and mapped afresh by the next allocation:
-1,000 to 3,000 minor page faults per meta-update at the bench setting, a fifth of the mlp's
-vmapped update (38 ms -> 30 ms when they are gone; the per-task loop, which reuses small blocks,
-barely changes). PyTorch on CPU is often run with jemalloc or tcmalloc for the same reason; this
-gets the gain with the system allocator: two ``mallopt`` calls, no new dependency.
+memory at the top of the heap is handed back to the OS and mapped afresh by the next allocation,
+so every meta-update pays a page fault per page it reuses (the per-task loop, which reuses small
+blocks, hardly does). PyTorch on CPU is often run with jemalloc or tcmalloc for the same reason;
+this gets the gain with the system allocator: two ``mallopt`` calls, no new dependency. Figures
+and the commands that measure them: docs/performance.md, "Freed memory and page faults".
 
 Every suite cell (``suites.runner.execute_cell``, in whichever process runs it),
 ``ssm-metarl bench``, ``python -m meta.vmap_timing`` and the pytest benchmarks call

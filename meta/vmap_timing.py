@@ -1,4 +1,4 @@
-"""Timing of one meta-update, vmapped against the per-task loop (DESIGN.md performance target).
+"""Timing of one meta-update, vmapped against the per-task loop (a speed target: docs/performance.md).
 
     python -m meta.vmap_timing                       # every registered model, the bench's setting
     python -m meta.vmap_timing --models mlp ssm --tasks 16 --inner-steps 3

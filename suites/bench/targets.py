@@ -11,7 +11,7 @@ not share the cores with each other), into results/bench/<timestamp>/ like ``run
 fitted slopes beside the theory (``suites.protocols.timing.protocol.COMPLEXITY``) is printed and the
 report built.
 
-Targets (DESIGN.md, "Performance targets"): each is a ratio of two measurements taken side by
+Targets (docs/performance.md, "Speed targets"): each is a ratio of two measurements taken side by
 side in this process, interleaved, with one torch thread, so load from other processes hits both
 alike; the printed figure is the ratio of the medians. The clock is process CPU time on CPU and
 synchronised wall time on CUDA (``suites.protocols.timing.measure``). The two suite targets need whole runs:
@@ -48,7 +48,7 @@ from suites.protocols.timing.protocol import TimingSettings, fwd_bwd_fn, maml_up
 
 @dataclasses.dataclass(frozen=True)
 class TargetSettings:
-    """Sizes of the speed-target measurements (DESIGN.md, "Performance targets").
+    """Sizes and bounds of the speed-target measurements (docs/performance.md, "Speed targets").
 
     Attributes:
         param_budget: parameters every model is sized to.
@@ -56,7 +56,7 @@ class TargetSettings:
         output_dim: output features (17).
         batch_size: sequences per forward+backward call.
         seq_length: T of the ssm-vs-lstm comparison.
-        min_speedup: ssm must be at least this many times faster than lstm.
+        min_speedup: the least acceptable lstm time / ssm time.
         gemm_size: n of the n x n float matrix product timed beside ssm and lstm: the machine's
             peak matmul rate, against which the ssm's matmul FLOPs give its least possible time.
         slope_lengths: T values of the ssm slope fit.
@@ -66,7 +66,7 @@ class TargetSettings:
             where per-op overhead dominates, and less as the work per task grows).
         maml_windows: support (and query) windows per task (the quick suite's support_windows).
         maml_length: steps per window (the quick suite's sequence_length).
-        maml_min_speedup: vmap must be at least this many times faster than the loop.
+        maml_min_speedup: the least acceptable loop time / vmap time.
         collect_tasks: tasks whose collection throughput is compared with raw stepping.
         collect_min_ratio: collect steps/s over raw steps/s must be at least this (within 15%).
         parallel_min_efficiency: time(--jobs 1) / (2 x time(--jobs 2)) must be at least this.
