@@ -13,8 +13,9 @@ task to task with ``set_task``. Every path gives the same data (tests compare th
   so cheap that per-env Python overhead would dominate);
 - ``reference=True``: the lockstep loop whatever the policy.
 
-``gymnasium.vector.SyncVectorEnv`` over the same envs was measured slower than these loops on
-every task here (README.md in suites/tasks, throughput).
+These loops step bare envs, without ``gymnasium.vector.SyncVectorEnv``'s wrappers, autoreset
+bookkeeping and batching copies; ``python -m suites.data.throughput`` compares the two
+(docs/performance.md).
 
 An episode row lasts exactly ``horizon`` steps: an env that terminates earlier (an ant that
 falls, a point that reaches its goal) is reset on the spot and ``starts`` marks the step where
@@ -54,7 +55,7 @@ def _random_actions(space: spaces.Space, rng: np.random.Generator, horizon: int,
         return rng.integers(space.n, size=(horizon, n)) + space.start
     if isinstance(space, spaces.Box):
         low, width = space.low.astype(np.float64), space.high.astype(np.float64) - space.low
-        # low + width * U[0, 1): a third of the cost of rng.uniform with array bounds.
+        # low + width * U[0, 1): cheaper than rng.uniform with array bounds, the same distribution.
         return (low + width * rng.random((horizon, n, *low.shape))).astype(space.dtype)
     raise ValueError(f"collect: action space expected Box or Discrete, got {space}")
 

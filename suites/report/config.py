@@ -21,7 +21,7 @@ class ReportConfig:
         the dynamics protocol predicts (suites/data/normalize.py).
     dpi: resolution of the PNG figures.
     jobs: processes drawing the figures (suites.report.draw); None: one per usable core, at
-        most render.MAX_JOBS; 1 draws them in this process. The images do not depend on it.
+        most draw.MAX_JOBS; 1 draws them in this process. The images do not depend on it.
     """
 
     reps: int = 2000

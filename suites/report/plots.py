@@ -3,7 +3,7 @@
 Every function takes a tidy DataFrame (a query on the results rows) and labels both axes with
 units; the caller writes the caption that says which rows and which interval a figure shows.
 Bands and whiskers come from suites.report.stats' vectorised bootstrap (seaborn's own bootstrap loops
-in Python and took minutes per report at 2,000 repetitions).
+in Python, too slow at the report's 2,000 repetitions).
 """
 
 from __future__ import annotations

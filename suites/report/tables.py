@@ -22,7 +22,7 @@ LITERATURE_RETURNS: dict[str, tuple[float, float, str]] = {
         "Finn et al. 2017 (MAML) data: return before adaptation / oracle",
     ),
 }
-"""Low / high references for policy returns where the MAML paper reports both (REFERENCES.md)."""
+"""Low / high references for policy returns where the MAML paper (Finn et al. 2017) reports both."""
 
 
 def per_task(rows: pd.DataFrame, protocol: str, config: ReportConfig) -> pd.DataFrame:

@@ -7,8 +7,8 @@
     env = dist.make_env(train[0])     # gym.make("SSMMetaRL/HalfCheetahVel-v0", target_velocity=...)
     r = dist.reward(obs, action, next_obs, train[0])  # batched, numpy or torch
 
-Every env supports ``env.unwrapped.set_task(params)`` mid-episode. README.md holds the table of
-tasks, ranges and sources.
+Every env supports ``env.unwrapped.set_task(params)`` mid-episode. suites/tasks/README.md holds
+the table of tasks, ranges and sources.
 """
 
 from suites.tasks.base import TaskDistribution

@@ -147,19 +147,10 @@ class TaskDistribution:
             ) from err
 
     def reward(self, obs: Array, action: Array, next_obs: Array, task: Mapping[str, float]) -> Array:
-        """Batched reward of transitions under ``task``.
-
-        Args:
-            obs: observations before the step, numpy or torch.
-            action: actions taken.
-            next_obs: observations after the step.
-            task: the task whose reward is wanted.
-
-        Returns:
-            The reward of each transition, the same kind of array as ``obs``.
+        """Batched reward of transitions under ``task``, the same kind of array (numpy or torch) as ``obs``.
 
         Shapes:
-            obs, next_obs (..., obs_dim); action (..., act_dim) -> (...).
+            obs, next_obs (..., obs_dim) before and after the step; action (..., act_dim) -> (...).
         """
         return self.reward_fn(obs, action, next_obs, self.check(task))
 

@@ -1,8 +1,8 @@
 """Compile each MuJoCo XML once per process and hand every new env a copy of the result.
 
-Compiling ``half_cheetah.xml`` costs about 5 ms, copying the compiled model under 1 ms; a
-data-collection pool builds many envs of one model, and ``set_task`` edits each env's own copy,
-so the cached original is never modified.
+Copying a compiled model is much cheaper than compiling its XML, and a data-collection pool
+builds many envs of one model. ``set_task`` edits each env's own copy, so the cached original
+is never modified.
 """
 
 from __future__ import annotations
