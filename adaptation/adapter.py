@@ -104,9 +104,10 @@ class Adapter:
             ``loss`` (at the weights after the call), ``loss_before`` (at the weights before),
             ``steps`` (steps kept), ``updated`` (weights changed), ``converged`` (stopped
             because the improvement fell below ``tolerance``), ``rolled_back`` (a non-finite
-            loss, gradient or weight was met: the weights, optimiser state and anchor are as
-            before the call, so the parameters stay finite), ``grad_norm`` (total gradient
-            norm of the last step, before clipping).
+            loss, gradient or weight was met, or the loss diverged past ``divergence_factor``:
+            the weights, optimiser state and anchor are as before the call), ``rollback_reason``
+            ("", "non-finite" or "diverged"), ``grad_norm`` (total gradient norm of the last
+            step, before clipping).
 
         Shapes:
             x: (B, T, D) or (B, D); y: the model's output shape for the default MSE.
@@ -132,7 +133,7 @@ class Adapter:
         cfg = self.config
         info: dict[str, Any] = {
             "loss": math.nan, "loss_before": math.nan, "steps": 0, "updated": False,
-            "converged": False, "rolled_back": False, "grad_norm": math.nan,
+            "converged": False, "rolled_back": False, "rollback_reason": "", "grad_norm": math.nan,
         }  # fmt: skip
         if not self.strategy.updates:
             with torch.no_grad():
@@ -149,6 +150,8 @@ class Adapter:
                 info["loss_before"] = value
             if not math.isfinite(value):
                 return self._roll_back(start, info)
+            if k > 0 and self._diverged(value, info["loss_before"]):
+                return self._roll_back(start, info, "diverged")
             if cfg.tolerance is not None and k > 0 and previous - value < cfg.tolerance:
                 info["converged"] = True
                 info["loss"] = value
@@ -167,6 +170,8 @@ class Adapter:
                 final = float(evaluate())
             if not math.isfinite(final):
                 return self._roll_back(start, info)
+            if self._diverged(final, info["loss_before"]):
+                return self._roll_back(start, info, "diverged")
             info["loss"] = final
             info["converged"] = cfg.tolerance is not None and previous - final < cfg.tolerance
         info["updated"] = info["steps"] > 0
@@ -191,9 +196,15 @@ class Adapter:
                     p.copy_(a)
         self.anchor = guards.ema_update(self.anchor, params, cfg.anchor_decay)
 
-    def _roll_back(self, start: guards.Checkpoint, info: dict[str, Any]) -> dict[str, Any]:
+    def _diverged(self, loss: float, before: float) -> bool:
+        """The loss rose past ``divergence_factor`` x the starting loss (in magnitude)."""
+        factor = self.config.divergence_factor
+        return factor is not None and loss - before > (factor - 1.0) * abs(before)
+
+    def _roll_back(self, start: guards.Checkpoint, info: dict[str, Any], reason: str = "non-finite") -> dict[str, Any]:
         self.anchor = start.restore(self._tensors(), self.model, self.optimizer)
-        info.update(loss=info["loss_before"], steps=0, updated=False, converged=False, rolled_back=True)
+        info.update(loss=info["loss_before"], steps=0, updated=False, converged=False, rolled_back=True,
+                    rollback_reason=reason)  # fmt: skip
         return self._finish(info)
 
     def _finish(self, info: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,10 @@ class AdaptationConfig:
             weights.
         tolerance: stop early once the loss improves by less than this from one step to the
             next (the call then reports converged=True); None: always take ``num_steps`` steps.
+        divergence_factor: roll the call back when the loss after a step exceeds the loss
+            before the call by more than (factor - 1) x its magnitude, i.e. for a positive
+            loss, when it grows above factor x the starting loss; None: roll back only on
+            non-finite values.
         params: which parameters adapt (see ``ParamFilter``): None for the strategy's default
             ("all" for ``online``, "norm" for ``tent``), "all", "norm", a regular expression
             searched in each parameter name, or a tuple of name substrings.
@@ -68,6 +72,7 @@ class AdaptationConfig:
     trust_region: float | None = None
     ema_decay: float | None = None
     tolerance: float | None = None
+    divergence_factor: float | None = 1000.0
     params: ParamFilter = None
     monitor_decay: float = 0.9
 
@@ -85,6 +90,11 @@ class AdaptationConfig:
         tol = self.tolerance
         if tol is not None and (not isinstance(tol, int | float) or isinstance(tol, bool) or not 0.0 <= tol < math.inf):
             raise ValueError(f"AdaptationConfig.tolerance: expected None or a number >= 0, got {tol!r}")
+        factor = self.divergence_factor
+        if factor is not None and (not isinstance(factor, int | float) or isinstance(factor, bool)
+                                   or not 1.0 < factor < math.inf):  # fmt: skip
+            expected = "None or a finite number > 1"
+            raise ValueError(f"AdaptationConfig.divergence_factor: expected {expected}, got {factor!r}")
         object.__setattr__(self, "params", _check_params(self.params))
         if self.monitor_decay is None:
             raise ValueError("AdaptationConfig.monitor_decay: expected a number in [0, 1), got None")

@@ -38,6 +38,10 @@ from tests.adaptation._common import IN, OUT, model
         ("params", 7),
         ("monitor_decay", 1.5),
         ("monitor_decay", None),
+        ("divergence_factor", 1.0),
+        ("divergence_factor", float("inf")),
+        ("divergence_factor", float("nan")),
+        ("divergence_factor", True),
     ],
 )
 def test_every_config_error_names_its_field(field: str, value: object) -> None:

@@ -231,3 +231,36 @@ def test_a_step_that_overflows_the_weights_is_rolled_back_even_if_the_loss_stays
     info = Adapter(m, cfg).adapt(_batch(), loss_fn=saturating)
     assert info["rolled_back"] and not info["updated"]
     assert torch.equal(bias.detach(), start)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_diverging_call_is_rolled_back_although_every_value_stays_finite(name: str) -> None:
+    # L = (w - w0 - 1)^2 on one weight: plain SGD at lr 50 maps w - c to (1 - 2 x 50)(w - c), so
+    # the loss goes from 1 to 99^2 = 9801 in one step: finite, and past the factor of 1000
+    m = model(name)
+    w = next(iter(m.parameters()))
+    target = w.detach().flatten()[0] + 1.0
+
+    def quadratic(outputs: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        return (w.flatten()[0] - target).pow(2) + 0.0 * outputs.sum()
+
+    cfg = dict(lr=50.0, optimizer="sgd", num_steps=1, grad_clip_norm=None)
+    free = Adapter(model(name), AdaptationConfig(**cfg, divergence_factor=None))
+    w_free = next(iter(free.model.parameters()))
+    target_free = w_free.detach().flatten()[0] + 1.0
+    unguarded = free.adapt(_batch(), loss_fn=lambda o, t: (w_free.flatten()[0] - target_free).pow(2) + 0.0 * o.sum())
+    assert unguarded["loss_before"] == pytest.approx(1.0) and unguarded["loss"] == pytest.approx(9801.0, rel=1e-4)
+    start = flat(list(m.parameters()))
+    info = Adapter(m, AdaptationConfig(**cfg)).adapt(_batch(), loss_fn=quadratic)
+    assert info["rolled_back"] and info["rollback_reason"] == "diverged"
+    assert not info["updated"] and info["steps"] == 0 and info["loss"] == pytest.approx(1.0)
+    assert torch.equal(flat(list(m.parameters())), start)
+
+
+def test_divergence_is_measured_against_the_starting_loss() -> None:
+    m = model("mlp")
+    adapter = Adapter(m, AdaptationConfig(divergence_factor=10.0))
+    assert not adapter._diverged(9.9, 1.0) and adapter._diverged(10.1, 1.0)  # 10 x a positive loss
+    assert not adapter._diverged(7.0, -1.0) and adapter._diverged(9.5, -1.0)  # 9 x |-1| above it
+    assert adapter._diverged(1e-9, 0.0)  # any rise from a perfect fit
+    assert not Adapter(m, AdaptationConfig(divergence_factor=None))._diverged(1e30, 1.0)
