@@ -122,6 +122,17 @@ def test_overrides_are_validated_like_the_file() -> None:
         apply_overrides(_table(), ["policy.iterations=3"])
 
 
+def test_a_training_field_is_set_flat_in_its_protocol_table_only() -> None:
+    """The dynamics and mpc settings share their training fields' declaration, not their values."""
+    spec = load_suite("quick", overrides=["dynamics.inner_lr=0.2"])
+    settings = {p.protocol: p.settings for p in spec.protocols}
+    assert settings["dynamics"].inner_lr == 0.2 and settings["dynamics"].training().inner_lr == 0.2
+    assert settings["mpc"].inner_lr == 0.1
+    assert settings["dynamics"].training() != settings["mpc"].training()
+    with pytest.raises(SpecError, match=r"mpc: inner_lr: expected a positive number, got -1\.0"):
+        load_suite("quick", overrides=["mpc.inner_lr=-1"])
+
+
 def test_load_suite_from_path_and_cli_lists(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
     path.write_text(Path(builtin_suites()["quick"]).read_text().replace('name = "quick"', 'name = "mine"'))

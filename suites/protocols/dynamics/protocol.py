@@ -34,10 +34,10 @@ from meta import MetaMAML, Task
 from models import SequenceModel, count_params
 from suites.data import Normalizer, TaskData, collect, collect_switching_stream, fit_normalizer
 from suites.protocols.base import Cell, Measurement
+from suites.protocols.dynamics_training.settings import TrainingSettings, require_positive
 from suites.protocols.dynamics_training.train import (
     ModelStore,
     TrainingKey,
-    TrainingSettings,
     Windows,
     masked_mse,
     train_dynamics,
@@ -46,25 +46,16 @@ from suites.protocols.dynamics_training.train import (
 from suites.tasks import TaskDistribution, TaskParams, get_distribution
 
 
-@dataclasses.dataclass(frozen=True)
-class DynamicsSettings:
-    """Budgets and evaluation settings of the dynamics protocol.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DynamicsSettings(TrainingSettings):
+    """Settings of the dynamics protocol: the training fields (``TrainingSettings``) and its own.
+
+    Held-out tasks are collected and cut into windows like the training tasks (``episodes_per_task``,
+    ``horizon``, ``support_episodes``, ``sequence_length``), and test-time k-step adaptation
+    takes inner SGD steps at ``inner_lr``.
 
     Attributes:
-        train_tasks: training tasks sampled per cell.
         test_tasks: held-out tasks evaluated per cell.
-        episodes_per_task: episodes collected per task.
-        support_episodes: of those, episodes that give support windows (the rest give queries).
-        horizon: steps per collected episode.
-        sequence_length: steps per support / query window.
-        support_windows: windows per task in a support set (K-shot).
-        query_windows: windows per task in a query set.
-        meta_iterations: outer steps (and gradient steps of the pretrain arm).
-        meta_batch: tasks per outer step.
-        inner_steps: inner SGD steps during meta-training.
-        inner_lr: inner SGD learning rate (also used for k-step adaptation at test time).
-        outer_lr: Adam learning rate of the outer step (and of pretraining).
-        first_order: first-order MAML (no second derivatives).
         eval_inner_steps: K; query MSE is recorded after 0..K inner steps.
         log_every: record the training loss every this many iterations.
         streams: held-out task-switch streams for the online error.
@@ -72,27 +63,21 @@ class DynamicsSettings:
         switch_at: the step at which a stream's task switches.
         adapter_window: steps per online Adapter update (and prediction chunk).
         adapter_lr: Adapter learning rate.
-        adapter_optimizer: Adapter optimiser, "sgd" or "adam". SGD, like MAML's inner loop that
-            meta-trained the initialisation: Adam's first steps move every weight by about lr,
-            which on the quick suite made the online error after a task switch 2-3x worse.
+        adapter_optimizer: Adapter optimiser, "sgd" or "adam". SGD by default, like the inner
+            loop that meta-trained the initialisation: Adam's first steps move every weight by
+            about lr, which makes the online error after a task switch 2-3x larger on the quick
+            suite.
         adapter_steps: Adapter steps per window.
         timing_repeats: repetitions of the adaptation / step latency measurements (median).
     """
 
+    # this protocol's defaults of the training fields that have no common one
     train_tasks: int = 32
-    test_tasks: int = 8
-    episodes_per_task: int = 4
-    support_episodes: int = 2
-    horizon: int = 100
     sequence_length: int = 25
-    support_windows: int = 4
-    query_windows: int = 4
     meta_iterations: int = 100
-    meta_batch: int = 8
-    inner_steps: int = 1
     inner_lr: float = 0.1
-    outer_lr: float = 3e-3
-    first_order: bool = False
+
+    test_tasks: int = 8
     eval_inner_steps: int = 3
     log_every: int = 10
     streams: int = 4
@@ -104,15 +89,9 @@ class DynamicsSettings:
     adapter_steps: int = 2
     timing_repeats: int = 10
 
-    def training(self) -> TrainingSettings:
-        """The settings that determine the trained model (shared with other protocols' cells)."""
-        return TrainingSettings.of(self)
-
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("first_order", "adapter_optimizer") and not value > 0:
-                raise ValueError(f"{f.name}: expected a positive number, got {value!r}")
+        super().__post_init__()
+        require_positive(self, (name for name in self.protocol_fields() if name != "adapter_optimizer"))
         if self.adapter_optimizer not in ("sgd", "adam"):
             raise ValueError(f"adapter_optimizer: expected 'sgd' or 'adam', got {self.adapter_optimizer!r}")
         if self.switch_at >= self.stream_horizon:
@@ -126,7 +105,7 @@ def run(cell: Cell) -> list[Measurement]:
     s: DynamicsSettings = cell.settings
 
     # 1-2. the trained model (trained here, or by another cell of the run that needed the same one)
-    key = TrainingKey(cell.task, cell.model, cell.param_budget, cell.seed, cell.training_arm, s.training())
+    key = TrainingKey(cell.task, cell.model, cell.param_budget, cell.seed, cell.training_arm, s)
     trained = train_dynamics(key, ModelStore(cell.store) if cell.store else None)
     model, normalizer = trained.model, trained.normalizer
     # training rows go under the cell's arm only: arms that reuse its training do not repeat them
@@ -138,7 +117,7 @@ def run(cell: Cell) -> list[Measurement]:
 
     # 3. held-out evaluation, on held-out data normalised with the training statistics
     test_data, streams = _cell_data(cell.task, s, cell.seed)
-    test = Windows.from_data(normalizer.apply(test_data), s.training())
+    test = Windows.from_data(normalizer.apply(test_data), s)
     maml = MetaMAML(model, inner_lr=s.inner_lr, outer_lr=s.outer_lr, num_inner_steps=s.inner_steps,
                     first_order=s.first_order, loss_fn=masked_mse)  # fmt: skip
     query_curve = _query_mse(maml, test, s)
@@ -164,10 +143,8 @@ def _cell_data(task: str, s: DynamicsSettings, seed: int) -> tuple[TaskData, lis
     dist = get_distribution(task)
     test_params = dist.test_tasks(s.test_tasks)
     test_data = collect(dist, test_params, s.episodes_per_task, s.horizon, seed=10_000 + seed)
-    normalizer = fit_normalizer(training_data(task, seed, s.training()))
+    normalizer = fit_normalizer(training_data(task, seed, s))
     return test_data, _streams(dist, test_params, normalizer, s, seed=20_000 + seed)
-
-
 
 
 def _query_mse(maml: MetaMAML, test: Windows, s: DynamicsSettings) -> list[float]:

@@ -28,53 +28,13 @@ from torch import Tensor
 from meta import MetaMAML, TaskBatch
 from models import SequenceModel, make_model
 from suites.data import Normalizer, TaskData, collect, fit_normalizer
+from suites.protocols.dynamics_training.settings import TrainingSettings
 from suites.protocols.dynamics_training.windows import sample_windows, split_episodes, to_windows
 from suites.storage import atomic_write
 from suites.tasks import TaskParams, get_distribution
 
 TRAINING_ARMS = ("maml", "pretrain")
 """``maml``: MetaMAML (Finn et al. 2017); ``pretrain``: joint training on the same windows, same steps."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """What determines a trained dynamics model besides task, model, budget, seed and arm.
-
-    Attributes:
-        train_tasks: training tasks sampled.
-        episodes_per_task: random-policy episodes collected per training task.
-        support_episodes: of those, episodes that give support windows (the rest give queries).
-        horizon: steps per collected episode.
-        sequence_length: steps per support / query window.
-        support_windows: windows per task in a support set.
-        query_windows: windows per task in a query set.
-        meta_iterations: outer steps (and gradient steps of the pretrain arm).
-        meta_batch: tasks per outer step.
-        inner_steps: inner SGD steps during meta-training.
-        inner_lr: inner SGD learning rate during meta-training.
-        outer_lr: Adam learning rate of the outer step (and of pretraining).
-        first_order: first-order MAML (no second derivatives).
-    """
-
-    train_tasks: int
-    episodes_per_task: int
-    support_episodes: int
-    horizon: int
-    sequence_length: int
-    support_windows: int
-    query_windows: int
-    meta_iterations: int
-    meta_batch: int
-    inner_steps: int
-    inner_lr: float
-    outer_lr: float
-    first_order: bool = False
-
-    @classmethod
-    def of(cls, settings: object) -> TrainingSettings:
-        """The training fields of a protocol's settings (the dynamics and mpc protocols carry them
-        among their own, flat, as suite files write them)."""
-        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 def masked_mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -184,7 +144,12 @@ class TrainedDynamics:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingKey:
-    """Everything a trained dynamics model depends on."""
+    """Everything a trained dynamics model depends on.
+
+    A protocol's settings given as ``settings`` are cut to their training fields (``training()``),
+    so the key, its hash and its file name depend on those alone: protocols whose training
+    fields are equal share one trained model.
+    """
 
     task: str
     model: str
@@ -192,6 +157,9 @@ class TrainingKey:
     seed: int
     arm: str
     settings: TrainingSettings
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", self.settings.training())
 
     def file_name(self) -> str:
         """``<task>__<model>__<arm>__s<seed>__<hash of the whole key>.pt``."""

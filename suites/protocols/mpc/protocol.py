@@ -21,8 +21,8 @@ For one cell (task, model, arm, seed), top to bottom:
    - ``maml+adapter``: the meta-trained weights updated by the Adapter every ``adapter_every``
      steps on the last ``adapt_window`` transitions, accumulating over the episode;
    - ``oracle``: the model trained on the true task, never changed (a reference only as good as
-     its random-policy data: on the quick budget the MLP oracle reaches -125 on the held-out
-     pendulum, a GRU oracle -678, worse than its unadapted meta-trained model);
+     its random-policy data: on a small budget it can score below the unadapted meta-trained
+     model);
    - ``random``: uniform random actions, the floor.
    Every arm faces the same initial states (the same reset seeds) and the same planner samples.
 
@@ -53,10 +53,10 @@ from meta import MetaMAML
 from models import SequenceModel, count_params, make_model
 from suites.data import Normalizer, collect, fit_normalizer
 from suites.protocols.base import Cell, Measurement
+from suites.protocols.dynamics_training.settings import TrainingSettings, require_positive
 from suites.protocols.dynamics_training.train import (
     ModelStore,
     TrainingKey,
-    TrainingSettings,
     Windows,
     pretrain,
     train_dynamics,
@@ -83,24 +83,16 @@ ControllerFactory = Callable[[TaskParams], Controller]
 """A new controller for one held-out task."""
 
 
-@dataclasses.dataclass(frozen=True)
-class MPCSettings:
-    """Budgets, planner and adaptation settings of the mpc protocol.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MPCSettings(TrainingSettings):
+    """Settings of the mpc protocol: the training fields (``TrainingSettings``) and its own.
+
+    The training fields describe the ``maml`` cell's data collection and meta-training; when they
+    equal a dynamics protocol's on the same task, one model is trained for both. The ``oracle``
+    trains each of its models by joint training (``pretrain``): ``meta_iterations`` Adam steps at
+    ``outer_lr`` on windows cut as the training tasks' are.
 
     Attributes:
-        train_tasks: training tasks sampled per cell.
-        episodes_per_task: random-policy episodes collected per training task.
-        support_episodes: of those, episodes that give support windows (the rest give queries).
-        horizon: steps per collected episode.
-        sequence_length: steps per support / query window in meta-training.
-        support_windows: windows per task in a support set.
-        query_windows: windows per task in a query set.
-        meta_iterations: outer steps (and gradient steps of each oracle model).
-        meta_batch: tasks per outer step.
-        inner_steps: inner SGD steps during meta-training.
-        inner_lr: inner SGD learning rate of meta-training.
-        outer_lr: Adam learning rate of the outer step (and of the oracle's training).
-        first_order: first-order MAML in meta-training.
         test_tasks: held-out tasks controlled per cell.
         episodes: MPC episodes per held-out task and arm.
         episode_steps: control steps per MPC episode.
@@ -113,29 +105,21 @@ class MPCSettings:
         adapt_every: steps between MAML adaptations (GrBAL adapts every step: 1).
         adapt_steps: k, inner SGD steps per online MAML adaptation.
         adapt_lr: SGD learning rate of the online MAML adaptation; None: ``inner_lr`` (GrBAL's
-            choice). Measured on a held-out heavy pendulum (mass 2, MLP): 0.1 overshoots on MPC
-            windows, whose states lie outside the random-policy data (one-step error 0.05 -> 0.12
-            after adapting), 0.03 halves it.
+            choice). 0.1 overshoots on MPC windows, whose states lie outside the random-policy
+            data (heavy pendulum, MLP: one-step error 0.05 -> 0.12 after adapting); 0.03 halves it.
         adapter_every: steps between Adapter updates.
-        adapter_lr: Adapter learning rate. Measured on the heavy pendulum (MLP, every step): 1e-3
-            cuts the one-step error from 0.057 to 0.015 and the cost from -424 to -289.
+        adapter_lr: Adapter learning rate; 1e-3 cuts the one-step error on a heavy pendulum (MLP,
+            updating every step) from 0.057 to 0.015.
         adapter_steps: Adapter optimiser steps per update.
         oracle_episodes: random-policy episodes of the true task the oracle trains on.
     """
 
+    # this protocol's defaults of the training fields that have no common one
     train_tasks: int = 16
-    episodes_per_task: int = 4
-    support_episodes: int = 2
-    horizon: int = 100
     sequence_length: int = 20
-    support_windows: int = 4
-    query_windows: int = 4
     meta_iterations: int = 300
-    meta_batch: int = 8
-    inner_steps: int = 1
     inner_lr: float = 0.03
-    outer_lr: float = 3e-3
-    first_order: bool = False
+
     test_tasks: int = 2
     episodes: int = 1
     episode_steps: int = 100
@@ -154,28 +138,19 @@ class MPCSettings:
     oracle_episodes: int = 8
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("first_order", "planner") or (f.name == "adapt_lr" and value is None):
-                continue
-            if not value > 0:
-                raise ValueError(f"{f.name}: expected a positive number, got {value!r}")
+        super().__post_init__()
+        unchecked = ("planner", "adapt_lr") if self.adapt_lr is None else ("planner",)
+        require_positive(self, (name for name in self.protocol_fields() if name not in unchecked))
         if self.adapt_window > self.episode_steps:
             raise ValueError(f"adapt_window: expected at most episode_steps {self.episode_steps}, "
                              f"got {self.adapt_window}")  # fmt: skip
         if self.oracle_episodes < 2:
             raise ValueError(f"oracle_episodes: expected at least 2 (support and query), got {self.oracle_episodes}")
         self.planner_config()  # the planner's own checks, with its field names
-        self.training()
 
     def planner_config(self) -> PlannerConfig:
         """The planner these settings describe."""
         return PlannerConfig(self.planner, self.plan_horizon, self.candidates, self.cem_iterations, self.elites)
-
-    def training(self) -> TrainingSettings:
-        """The settings of the data collection and meta-training (equal to a dynamics protocol's
-        ``training()`` on the same task: then the model is trained once for both)."""
-        return TrainingSettings.of(self)
 
     @property
     def online_lr(self) -> float:
@@ -189,19 +164,18 @@ def run(cell: Cell) -> list[Measurement]:
     dist = get_distribution(cell.task)
     if dist.family != "dynamics":
         raise ValueError(f"mpc task: expected a dynamics-shift task {tasks_of_family('dynamics')}, got {cell.task!r}")
-    ts = s.training()
     test_params = dist.test_tasks(s.test_tasks)
 
     if cell.training_arm == "oracle":
         # the training tasks' statistics normalise the oracle's data too, as they do the held-out tasks'
-        normalizer = fit_normalizer(training_data(cell.task, cell.seed, ts))
+        normalizer = fit_normalizer(training_data(cell.task, cell.seed, s))
         _, rng = training_tasks(cell.task, cell.seed, s.train_tasks)  # window sampling continues the seed's stream
         models = []
         for i, task in enumerate(test_params):
             data = collect(dist, [task], s.oracle_episodes, s.horizon, seed=40_000 + 100 * cell.seed + i)
             model = make_model(cell.model, data.inputs.shape[-1], data.targets.shape[-1],
                                param_budget=cell.param_budget)  # fmt: skip
-            pretrain(model, Windows.from_data(normalizer.apply(data), ts), ts, rng)
+            pretrain(model, Windows.from_data(normalizer.apply(data), s), s, rng)
             models.append(model.eval())
         episodes = []
         for task, m in zip(test_params, models, strict=True):
@@ -212,7 +186,7 @@ def run(cell: Cell) -> list[Measurement]:
         raise ValueError(f"mpc arm: expected a training arm 'maml' or 'oracle', got {cell.training_arm!r}")
     # the meta-trained model: trained here, or loaded if another cell of the run (the dynamics
     # protocol's, when its training settings are these) already trained the same one
-    key = TrainingKey(cell.task, cell.model, cell.param_budget, cell.seed, "maml", ts)
+    key = TrainingKey(cell.task, cell.model, cell.param_budget, cell.seed, "maml", s)
     trained = train_dynamics(key, ModelStore(cell.store) if cell.store else None)
     model, normalizer = trained.model, trained.normalizer
     # online adaptation fits plain windows of one episode (no reset mask): the same weights, plain MSE

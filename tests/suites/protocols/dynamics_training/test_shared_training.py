@@ -11,7 +11,8 @@ import torch
 from suites.protocols.base import Cell
 from suites.protocols.dynamics import protocol as dynamics
 from suites.protocols.dynamics.protocol import DynamicsSettings
-from suites.protocols.dynamics_training.train import ModelStore, TrainingKey, TrainingSettings, train_dynamics
+from suites.protocols.dynamics_training.settings import TRAINING_FIELDS, TrainingSettings
+from suites.protocols.dynamics_training.train import ModelStore, TrainingKey, train_dynamics
 from suites.protocols.mpc import protocol as mpc
 from suites.protocols.mpc.protocol import MPCSettings
 from suites.spec import load_suite
@@ -122,3 +123,31 @@ def test_the_quick_suites_mpc_trains_like_its_dynamics_protocol() -> None:
     """So the main job meta-trains each dynamics model once per seed (its mpc cells load it)."""
     settings = {p.protocol: p.settings for p in load_suite("quick").protocols}
     assert settings["mpc"].training() == settings["dynamics"].training()
+
+
+def test_protocol_settings_are_training_settings_with_their_own_fields_after() -> None:
+    """The training fields are declared once; suite files still write them flat in each table."""
+    for cls in (DynamicsSettings, MPCSettings):
+        assert issubclass(cls, TrainingSettings)
+        assert tuple(f.name for f in dataclasses.fields(cls))[: len(TRAINING_FIELDS)] == TRAINING_FIELDS
+    assert type(DYNAMICS.training()) is TrainingSettings and type(MPC.training()) is TrainingSettings
+    assert dataclasses.asdict(DYNAMICS.training()) == dataclasses.asdict(TRAINING)
+    assert TRAINING.training() is TRAINING
+    # each protocol's own defaults only where they differ
+    dynamics, mpc = dataclasses.asdict(DynamicsSettings().training()), dataclasses.asdict(MPCSettings().training())
+    assert {k for k in TRAINING_FIELDS if dynamics[k] != mpc[k]} == {
+        "train_tasks", "sequence_length", "meta_iterations", "inner_lr"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="meta_batch: expected a positive number, got 0"):
+        dataclasses.replace(TRAINING, meta_batch=0)
+
+
+def test_a_key_holds_the_training_fields_alone_and_its_file_name_is_stable() -> None:
+    """A key made from a protocol's settings is the key of its training fields: the dynamics and
+    mpc cells share one file, and the names of run directories made before stay valid."""
+    assert TrainingKey(TASK, "mlp", 2000, 0, "maml", DYNAMICS) == _key()
+    assert TrainingKey(TASK, "mlp", 2000, 0, "maml", MPC).file_name() == _key().file_name()
+    quick = {p.protocol: p.settings for p in load_suite("quick").protocols}
+    for protocol in ("dynamics", "mpc"):
+        key = TrainingKey(TASK, "mlp", 20000, 0, "maml", quick[protocol])
+        assert key.file_name() == "pendulum-mass-length__mlp__maml__s0__1539191c2eeea8c4.pt"
