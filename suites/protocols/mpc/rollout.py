@@ -38,7 +38,7 @@ class ModelDynamics:
     With ``weights`` (e.g. MAML's fast weights) the model runs with those parameters in place of
     its own. They are written once, by ``load``, into a private copy of the model, so each imagined
     step is a plain forward; ``torch.func.functional_call`` would re-parametrise the model on every
-    one of the planner's H x iterations steps (about 1 ms each, as long as a small model's step).
+    one of the planner's H x iterations steps, which costs as much as a small model's step itself.
     The copy runs the same operations on the same values, so its outputs are bitwise those of
     ``functional_call(model, weights, ...)``.
 

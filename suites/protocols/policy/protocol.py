@@ -25,13 +25,6 @@ the derivative the surrogate defines (a trust-region or PPO-style clipped outer 
 line search or several passes of the second-order inner loop per batch, several times the cost),
 and Adam's per-parameter step sizes make one learning rate work for every model in the zoo.
 
-Measured on point-nav-2d (average return after 0 / 1 / 2 / 3 inner steps on 10 held-out tasks):
-the quick settings (horizon 20, 20 outer steps of 10 tasks x 10 episodes), mean of seeds 0-2:
-mlp maml -9.8 / -5.4 / -4.4 / -4.6, pretrain -9.7 / -8.7 / -7.8 / -6.7 (staying at the start
-scores about -7.7). At the paper's horizon 100 (mlp, 100 outer steps of 10 tasks x 20 episodes,
-outer lr 0.01, seed 0): maml -44.3 / -19.9 / -16.0 / -16.0, pretrain -43.5 / -42.6 / -42.2 / -41.7; the paper
-reports -40.4 / -11.7 / -3.3 / -3.2 after many more TRPO steps on meta-batches of 40 tasks.
-
 References:
     Finn, Abbeel, Levine (2017), Model-Agnostic Meta-Learning, ICML; cbfinn/maml_rl.
     Rothfuss et al. (2019), ProMP: Proximal Meta-Policy Search, ICLR.
