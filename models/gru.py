@@ -3,8 +3,8 @@
     h_t = GRU(x_t, h_{t-1})   (num_layers stacked, nn.GRU)
     y_t = W_out h_t^{(L)} + b_out
 
-Sequence mode runs the fused ``nn.GRU`` kernel. Under ``torch.func.vmap`` (MAML's batched
-tasks), which has no batching rule for it, the same parameters run through the hand-written
+Sequence mode runs the fused ``nn.GRU`` kernel. Under torch.func transforms (MAML's vmapped
+tasks; vmap has no batching rule for the kernel), the same parameters run through the hand-written
 cells of models/rnn_cells.py instead; single steps always use the cells.
 
 References:
@@ -47,9 +47,8 @@ class GRU(SequenceModel):
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         h = state  # (B, L, H)
-        weights = layer_weights(self.rnn)
-        if needs_cells(x, h, *(w for layer in weights for w in layer)):
-            out, h = gru_cells(x, h, weights)
+        if needs_cells():
+            out, h = gru_cells(x, h, layer_weights(self.rnn))
         else:
             # nn.GRU keeps its state layer first: (L, B, H).
             out, h_n = self.rnn(x, h.transpose(0, 1).contiguous())  # out (B, T, H)

@@ -1,15 +1,15 @@
-"""Layers shared by zoo models."""
+"""Layers shared by zoo models: LayerNorm, linear layers on rows and GELU, each in the form that
+batches and differentiates best where it runs (plainly, or under MAML's torch.func transforms)."""
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch._C import _functorch
+
+from models._functorch import is_grad_tracked, transforms_active
 
 
 class LayerNorm(nn.Module):
@@ -39,11 +39,8 @@ class LayerNorm(nn.Module):
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``LayerNorm``'s function, for callers that skip the module call (a one-step path, where
     the call costs as much as the kernel): the fused kernel, or ``layer_norm_split`` under a
-    torch.func transform that wraps one of the tensors."""
-    # Wrapped tensors exist only inside a transform: one global check decides most calls.
-    if not torch._C._are_functorch_transforms_active() or not any(
-        map(_functorch.is_functorch_wrapped_tensor, (x, weight, bias))
-    ):
+    torch.func transform."""
+    if not transforms_active():
         return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
     return layer_norm_split(x, weight, bias, eps)
 
@@ -52,8 +49,7 @@ def layer_norm_split(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Ten
     """The fused normalisation without its affine, then ``bias + normalised * weight``: the
     same function as ``F.layer_norm`` (to rounding), with a backward that batches correctly.
     A product and a sum rather than one ``addcmul``: addcmul's backward scales each factor's
-    gradient by its ``value`` argument, an extra pass over every task's tensor under vmap
-    (transformer meta-update about 1% faster)."""
+    gradient by its ``value`` argument, an extra pass over every task's tensor under vmap."""
     return F.layer_norm(x, (x.shape[-1],), None, None, eps) * weight + bias
 
 
@@ -91,18 +87,18 @@ def linear_rows(
         h (N, in), weight (out, in), bias (out,) -> (N, out).
     """
     weight_t = weight.t()
-    if not torch._C._are_functorch_transforms_active():
+    if not transforms_active():
         return torch.addmm(bias, h, weight_t)
-    if transposed_grad == "input" and _functorch.is_gradtrackingtensor(weight):
+    if transposed_grad == "input" and is_grad_tracked(weight):
         weight_t = weight_t.contiguous()
     # A product and a sum, not addmm: vmap runs addmm with batched weights as a baddbmm whose
-    # rule adds a pass scaling by beta = 1 (transformer meta-update 2-3% faster).
+    # rule adds a pass scaling by beta = 1.
     return h @ weight_t + bias
 
 
 _ONEDNN_GELU_MIN = 16384
-"""Elements from which oneDNN's GELU beats the native kernel (measured on the 2-core CPU,
-1 thread: 21 vs 12 us at 512 elements, 33 vs 35 us at 16k, 195 vs 400 us at 262k)."""
+"""Elements from which oneDNN's GELU beats the native kernel on a CPU thread (its set-up cost
+dominates below)."""
 
 
 def gelu_native(x: Tensor) -> Tensor:
@@ -123,61 +119,3 @@ def gelu_native(x: Tensor) -> Tensor:
     if x.shape[0] > 1:
         return F.gelu(x.t()).t()
     return F.gelu(x.expand(2, -1))[:1]
-
-
-_Built = TypeVar("_Built")
-
-
-class WeightCache(Generic[_Built]):
-    """Weights derived from a module's parameters (transposed, fused, masked), formed once and
-    reused while the parameters stay the same: for a one-step path run many times without
-    autograd (planning, rollouts), where forming them costs as much as the step itself.
-
-    Reused only while every leaf is the same tensor object, at the same ``_version`` (which every
-    in-place write through the tensor bumps: optimiser steps, ``load_state_dict``, ``copy_`` under
-    no_grad), over the same memory (``is_set_to`` the alias taken when they were formed: ``.to()``
-    / ``.data =`` / ``swap_tensors`` put new memory under the same object). The one write no
-    check sees is an in-place op on ``p.data``, which bypasses the version counter (autograd's own
-    checks miss it too); use ``p.copy_`` under no_grad. The same checks as the SSM's step cache
-    (models/ssm.py). A deep copy or an unpickled module starts with an empty cache.
-    """
-
-    __slots__ = ("aliases", "leaves", "value", "versions")
-
-    def __init__(self) -> None:
-        self.leaves: tuple[Tensor, ...] = ()
-        self.versions: list[int] = []
-        self.aliases: tuple[Tensor, ...] = ()
-        self.value: _Built | None = None
-
-    def get(self, leaves: list[Tensor | None], build: Callable[[], _Built]) -> _Built | None:
-        """The weights ``build()`` forms from ``leaves``, cached; None where they cannot be cached
-        (a leaf that is None, or not a plain tensor, as a tracing mode's fake tensors).
-
-        Call only with autograd off and outside torch.func transforms: the weights are detached
-        from nothing and batched over nothing.
-        """
-        same = cast(list[Tensor], leaves)  # once the identity test passes: no None among them
-        if (
-            self.value is not None
-            and len(leaves) == len(self.leaves)
-            and all(map(operator.is_, leaves, self.leaves))
-            and [p._version for p in same] == self.versions
-            and all(map(Tensor.is_set_to, same, self.aliases))
-        ):
-            return self.value
-        plain = [p for p in leaves if isinstance(p, Tensor) and type(p) in (nn.Parameter, Tensor)]
-        if len(plain) != len(leaves):
-            return None
-        value = build()
-        self.value = None  # never a half-updated entry, should anything below raise
-        self.leaves, self.versions = tuple(plain), [p._version for p in plain]
-        self.aliases = tuple(p.detach() for p in plain)
-        self.value = value
-        return value
-
-    def __deepcopy__(self, memo: dict[int, object]) -> WeightCache[_Built]:
-        return WeightCache()
-
-    def __reduce__(self) -> tuple[type[WeightCache[Any]], tuple[()]]:
-        return (WeightCache, ())

@@ -3,8 +3,8 @@
     h_t, c_t = LSTM(x_t, (h_{t-1}, c_{t-1}))   (num_layers stacked, nn.LSTM)
     y_t = W_out h_t^{(L)} + b_out
 
-Sequence mode runs the fused ``nn.LSTM`` kernel. Under ``torch.func.vmap`` (MAML's batched
-tasks), which has no batching rule for it, the same parameters run through the hand-written
+Sequence mode runs the fused ``nn.LSTM`` kernel. Under torch.func transforms (MAML's vmapped
+tasks; vmap has no batching rule for the kernel), the same parameters run through the hand-written
 cells of models/rnn_cells.py instead; single steps always use the cells.
 
 References:
@@ -47,9 +47,8 @@ class LSTM(SequenceModel):
 
     def _forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state  # (B, L, H) each
-        weights = layer_weights(self.rnn)
-        if needs_cells(x, h, c, *(w for layer in weights for w in layer)):
-            out, h, c = lstm_cells(x, h, c, weights)
+        if needs_cells():
+            out, h, c = lstm_cells(x, h, c, layer_weights(self.rnn))
         else:
             # nn.LSTM keeps its state layer first: (L, B, H).
             hx = (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())

@@ -3,8 +3,8 @@
 
 ``torch.func.vmap`` has no batching rule for the fused ``aten::lstm`` / ``aten::gru`` kernels
 (pytorch issues 105982, 134606): under vmap they raise "Batching rule not implemented". MAML runs
-its tasks under vmap, so the two models switch to the cells here whenever a tensor they receive
-is batched by vmap. The cells use exactly the fused modules' parameters (``weight_ih_l{k}``,
+its tasks under vmap, so the two models switch to the cells here whenever a torch.func transform
+is running (the cells serve every transform). The cells use exactly the fused modules' parameters (``weight_ih_l{k}``,
 ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, gate rows in torch's order: i, f, g, o for
 the LSTM and r, z, n for the GRU), so the two paths compute the same function; tests/models/
 test_rnn.py holds them equal to 1e-5 in values, gradients and second-order gradients.
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from models._functorch import transforms_active
 from models.base import ModelConfig
 
 LayerWeights = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -73,28 +74,9 @@ def _weight_names(num_layers: int) -> tuple[tuple[str, str, str, str], ...]:
     )
 
 
-def _is_vmapped(t: Tensor) -> bool:
-    """Whether ``t`` is batched by ``torch.func.vmap`` at any functorch level.
-
-    Under ``vmap(grad(f))`` the tensor ``f`` sees is a grad wrapper around a batched tensor, so
-    every level of wrapping is inspected, not only the outermost.
-    """
-    functorch = torch._C._functorch
-    while functorch.is_functorch_wrapped_tensor(t):
-        if functorch.is_batchedtensor(t):
-            return True
-        t = functorch.get_unwrapped(t)
-    return False
-
-
-def needs_cells(*tensors: Tensor) -> bool:
-    """True when any of ``tensors`` is vmapped, i.e. the fused kernel would have no batching rule.
-
-    Costs one call when no functorch transform is active (the common, fused case).
-    """
-    if not torch._C._are_functorch_transforms_active():
-        return False
-    return any(_is_vmapped(t) for t in tensors)
+def needs_cells() -> bool:
+    """True under a torch.func transform, where the fused kernel may have no batching rule."""
+    return transforms_active()
 
 
 def _lstm_step(drive: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor) -> tuple[Tensor, Tensor]:

@@ -11,19 +11,15 @@ with lambda = exp(-exp(nu) + i exp(theta)) (|lambda| < 1 for every value of nu),
 uniformly on the ring r_min <= |lambda| <= r_max, and gamma = exp(gamma_log) initialised to
 sqrt(1 - |lambda|^2) so that the state's variance does not grow with the memory length.
 An input encoder Linear(input_dim, H) comes first and an output head Linear(H, output_dim) last.
+Complex numbers are carried as (real, imaginary) pairs; the state of a layer is a real (B, N, 2)
+tensor.
 
-Sequence mode has no loop over time: ``models.scan.chunked_scan`` gives all states with batched
-matrix products, the initial state in closed form; the whole stack runs in the scan's
-chunk-major token order (the per-token layers do not care about order), so no layer reorders
-its activations. A sequence of at most one chunk without resets (MAML's windows) takes
-``models.scan.two_level_scan`` instead, in its block-major token order (blocks of about sqrt(T)
-steps): three small batched products per layer, which batch well under MAML's vmap. Under
-torch.func transforms the sequence paths form linear layers and x + a * b as products and sums
-(vmap runs addmm and addcmul's backward with an extra pass). Reset uses the scan's a_t := 0
-(Lu et al. 2023), no splitting. Step mode is the O(H N) recurrence; without autograd
-(planning, rollouts) it runs on fused weights that are formed once and reused while the
-parameters stay the same (``SSM._step_weights``). Complex numbers are carried as (real,
-imaginary) pairs; the state of a layer is a real (B, N, 2) tensor.
+Sequence mode has no loop over time: ``models.kernels.scan.chunked_scan`` gives all states, and
+the whole stack runs in the scan's chunk-major token order (per-token layers do not care about
+order). A sequence of at most one chunk without resets (MAML's windows) takes
+``models.kernels.two_level_scan`` in its block-major order instead. Reset is the scan's a_t := 0
+(Lu et al. 2023). Step mode is the O(H N) recurrence; without autograd (planning, rollouts) it
+runs on fused weights formed once (``models.fused_step``).
 
 References:
     Orvieto et al., "Resurrecting Recurrent Neural Networks for Long Sequences" (LRU), ICML 2023.
@@ -37,15 +33,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models._functorch import transforms_active
 from models.base import ModelConfig, SequenceModel, State
-from models.layers import LayerNorm, WeightCache, gelu_native
-from models.scan import block_shape, chunked_scan, to_chunks, two_level_scan
+from models.fused_step import SSMWeights, WeightCache, cached_step_weights, fuse_ssm, ssm_step
+from models.kernels.scan import chunked_scan, to_chunks
+from models.kernels.two_level_scan import block_shape, two_level_scan
+from models.layers import LayerNorm, gelu_native, linear_rows
+
+_Scan = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""A scan of ``models.kernels``: (log|lambda| (N,), arg(lambda) (N,), x (N, 2, *layout), h0 (N, 2, B)) -> states."""
 
 _NU_LOG_MAX = math.log(30.0)
 """Above this nu_log, |lambda| = exp(-exp(nu_log)) < 1e-13 is zero for every purpose; clamping
@@ -93,22 +95,8 @@ def _unfused(tokens: int) -> bool:
     ``_UNFUSED_MIN_TOKENS`` tokens (see ``SSMBlock.mix_tokens``), and always under torch.func
     transforms, where addcmul's backward pass over every task's tensor costs more than the op
     it saves (MAML's vmapped meta-update)."""
-    return tokens >= _UNFUSED_MIN_TOKENS or torch._C._are_functorch_transforms_active()
+    return tokens >= _UNFUSED_MIN_TOKENS or transforms_active()
 
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x @ weight^T + bias: ``F.linear``, or under torch.func transforms a product and a sum:
-    vmap runs ``F.linear`` with a bias (addmm) as mm, a product with beta = 1 and an add."""
-    if torch._C._are_functorch_transforms_active():
-        return x @ weight.T + bias
-    return F.linear(x, weight, bias)
-
-
-def _gelu(u: Tensor) -> Tensor:
-    """``gelu_native``, or ``F.gelu`` under torch.func transforms: there ``gelu_native``'s
-    transposed view of a small (tokens, H) tensor is a strided view of the batched tensor, on
-    which the native kernel is slow (measured under MAML's vmap: ~1.7 ms a call at 16 tasks)."""
-    return F.gelu(u) if torch._C._are_functorch_transforms_active() else gelu_native(u)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,68 +169,14 @@ class DiagonalRecurrence(nn.Module):
         c = self.C
         return (c * _constants(c)[0]).reshape(c.shape[0], -1)
 
-    def sequence(
-        self,
-        z: Tensor,
-        h0: Tensor,
-        reset: Tensor | None,
-        chunk_shape: tuple[int, int, int],
-        last: tuple[int, int],
-    ) -> tuple[Tensor, Tensor]:
-        """All steps at once.
-
-        Args:
-            z: (C * B * chunks, H), tokens in chunk-major order.
-            h0: (B, N, 2), the state before the first step.
-            reset: optional bool (C, B, chunks).
-            chunk_shape: (C, B, chunks).
-            last: (position in chunk, chunk) of the last real step.
-
-        Returns:
-            u (tokens, H) and the state after the last real step, (B, N, 2).
-        """
-        u, h = self._through_scan(  # h (N, 2, C, B, chunks)
-            z, h0, chunk_shape, lambda log_mag, phase, x, h0_: chunked_scan(log_mag, phase, x, h0_, reset)
-        )
-        return u, h[:, :, last[0], :, last[1]].permute(2, 0, 1)
-
-    def sequence_one_chunk(
-        self, z: Tensor, h0: Tensor, blocks: tuple[int, int, int], last: tuple[int, int]
-    ) -> tuple[Tensor, Tensor]:
-        """All steps of a sequence of at most one chunk, no reset, tokens in block-major order.
-
-        Args:
-            z: (C * blocks * B, H), token (s * blocks + j) * B + b for step j * C + s of row b.
-            h0: (B, N, 2), the state before the first step.
-            blocks: (C, blocks, B), as ``models.scan.block_shape`` gives C and blocks.
-            last: (position in block, block) of the last real step.
-
-        Returns:
-            u (tokens, H) and the state after the last real step, (B, N, 2).
-        """
-        u, h = self._through_scan(z, h0, blocks, two_level_scan)  # h (N, 2, C, blocks, B)
-        return u, h[:, :, last[0], last[1]].permute(2, 0, 1)
-
-    def _through_scan(
-        self, z: Tensor, h0: Tensor, layout: tuple[int, ...], scan: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        """Input projection, ``scan`` over the token ``layout``, readout: what ``sequence`` and
-        ``sequence_one_chunk`` share.
-
-        Args:
-            z: (tokens, H) in the order ``layout`` describes.
-            h0: (B, N, 2), the state before the first step.
-            layout: the token dimensions as the scan takes them (their product is ``tokens``).
-            scan: (log_mag, phase, x (N, 2, *layout), h0 (N, 2, B)) -> states (N, 2, *layout).
-
-        Returns:
-            u (tokens, H) and every state, (N, 2, *layout).
-        """
+    def sequence(self, z: Tensor, h0: Tensor, layout: tuple[int, ...], scan: _Scan) -> tuple[Tensor, Tensor]:
+        """All steps at once: z (tokens, H) in the token order ``layout`` describes (as ``scan``, a
+        scan of ``models.kernels``, takes it), h0 (B, N, 2) -> u (tokens, H), every state (N, 2, *layout)."""
         states = self.B.shape[0]
-        x = (self._in_proj() @ z.T).reshape(states, 2, *layout)
+        x = (self._in_proj() @ z.T).reshape(states, 2, *layout)  # gamma B z
         log_mag, phase = self.decay()
         h = scan(log_mag, phase, x, h0.permute(1, 2, 0))
-        read = h.reshape(2 * states, -1).T @ self._out_proj().T
+        read = h.reshape(2 * states, -1).T @ self._out_proj().T  # Re(C h), (tokens, H)
         # Product and sum rather than addcmul on many tokens: see SSMBlock.mix_tokens.
         u = read + z * self.D if _unfused(z.shape[0]) else torch.addcmul(read, z, self.D)
         return u, h
@@ -297,17 +231,13 @@ class SSMBlock(nn.Module):
 
     def mix_tokens(self, x: Tensor, u: Tensor) -> Tensor:
         """``mix`` for many tokens at once or under torch.func transforms (see ``_unfused``),
-        (tokens, H): x + value * gate as a product and a sum.
-
-        addcmul's backward scales each factor by its ``value`` argument, a full pass over the
-        (tokens, H) tensor for each; the plain product's backward does not (measured: fwd+bwd of
-        the 50k-param model at B = 32, T = 1024 1-2% faster, T = 256 a few %). One step keeps ``mix``'s single
-        fused op, where the op count is what costs.
-        """
-        v = _gelu(u)
+        (tokens, H): x + value * gate as a product and a sum, and the linear layers as
+        ``linear_rows`` (a product and a sum under transforms, where vmap runs addmm with an
+        extra pass)."""
+        v = F.gelu(u)
         value, gate = self.glu_value, self.glu_gate
-        gate_open = torch.sigmoid(_linear(v, gate.weight, gate.bias))
-        return x + _linear(v, value.weight, value.bias) * gate_open
+        gate_open = torch.sigmoid(linear_rows(v, gate.weight, gate.bias, "output"))
+        return x + linear_rows(v, value.weight, value.bias, "output") * gate_open
 
 
 class SSM(SequenceModel):
@@ -322,64 +252,22 @@ class SSM(SequenceModel):
         self.encoder = nn.Linear(config.input_dim, config.hidden_dim)
         self.blocks = nn.ModuleList(SSMBlock(config) for _ in range(config.num_layers))
         self.head = nn.Linear(config.hidden_dim, config.output_dim)
-        self._step_cache: WeightCache[_FusedStep | None] = WeightCache()
+        self._step_cache: WeightCache[SSMWeights | None] = WeightCache()
 
     def _blocks(self) -> list[SSMBlock]:
         return [cast(SSMBlock, block) for block in self.blocks]
 
-    def _step_leaves(self) -> list[Tensor | None]:
-        """Every parameter of the modules the fused step weights are formed from, looked up afresh
-        (``functional_call`` swaps parameters in and out; a submodule may have been replaced), in
-        a fixed order. Read from the modules' dicts: ``nn.Module.__getattr__`` costs more."""
-        modules = cast(dict[str, nn.Module], self._modules)
-        leaves: list[Tensor | None] = [*modules["encoder"]._parameters.values()]
-        for block in cast(dict[str, nn.Module], modules["blocks"]._modules).values():
-            for sub in cast(dict[str, nn.Module], block._modules).values():
-                leaves += sub._parameters.values()
-        leaves += modules["head"]._parameters.values()
-        return leaves
-
-    def _step_weights(self) -> _FusedStep | None:
-        """The fused one-step weights of the current parameters; None where they cannot be cached.
-
-        Formed once and reused while every parameter they come from stays the same tensor, at
-        the same version, over the same memory (``layers.WeightCache``, which says what that does
-        and does not see). Call only with autograd off and outside torch.func transforms.
-        """
-        return self._step_cache.get(self._step_leaves(), self._fuse_step_weights)
-
-    def _fuse_step_weights(self) -> _FusedStep | None:
-        """Each layer's step weights for ``_fused_step``, formed now; None for a dtype without a
-        complex counterpart for the recurrence (float16 / bfloat16: the differentiable step)."""
-        if self.encoder.weight.dtype not in (torch.float32, torch.float64):
-            return None
-        layers = []
-        for block in self._blocks():
-            r = block.recurrence
-            log_mag, phase = r.decay()
-            glu = torch.cat([block.glu_value.weight, block.glu_gate.weight], dim=0).T  # (H, 2H)
-            glu_bias = torch.cat([block.glu_value.bias, block.glu_gate.bias])
-            norm = (block.norm.weight.clone(), block.norm.bias.clone(), block.norm.eps)
-            lam = torch.polar(torch.exp(log_mag), phase)  # (N,) complex: (a_re, a_im) of the step
-            layers.append(_FusedLayer(*norm, r._in_proj().T, lam, r._out_proj().T, r.D.clone(), glu, glu_bias))
-        # Copies, not views or the parameters themselves: a view would hold a reference to the
-        # parameter (torch.utils.swap_tensors, which Module.to may use, refuses such a tensor).
-        encoder, head = self.encoder, self.head
-        return _FusedStep(
-            encoder.weight.T.clone(), encoder.bias.clone(), tuple(layers), head.weight.T.clone(), head.bias.clone()
-        )
+    def _fuse_step_weights(self) -> SSMWeights | None:
+        return fuse_ssm(self)
 
     def _init_state(self, batch_size: int, device: torch.device) -> State:
         dtype = self.encoder.weight.dtype  # the state follows the model's precision
         return tuple(torch.zeros(batch_size, self.state_dim, 2, device=device, dtype=dtype) for _ in self.blocks)
 
     def _forward_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        # Without autograd and outside torch.func transforms nothing differentiates or batches
-        # the weights, so the fused ones can be formed once and reused (planning, rollouts).
-        if not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
-            fused = self._step_weights()
-            if fused is not None:
-                return _fused_step(fused, x, state)
+        fused = cached_step_weights(self, self._step_cache, self._fuse_step_weights)
+        if fused is not None:  # no autograd, no transform: the fused weights (models.fused_step)
+            return ssm_step(fused, x, state)
         return self._differentiable_step(x, state)
 
     def _differentiable_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -417,96 +305,52 @@ class SSM(SequenceModel):
         return torch.cat(outputs, dim=1), state
 
     def _run(self, x: Tensor, state: State, reset: Tensor | None) -> tuple[Tensor, State]:
+        """The stack over x (B, T, in) in the chunk-major token order of ``chunked_scan``."""
         batch, steps, _ = x.shape
         if reset is None and steps <= self.chunk_size:
             return self._run_one_chunk(x, state)
         size = min(self.chunk_size, steps)
         chunks = -(-steps // size)
         pad = chunks * size - steps
-        if pad:
-            # Steps appended after the last one cannot change it; their outputs are dropped.
+        if pad:  # steps appended after the last one cannot change it; their outputs are dropped
             x = F.pad(x, (0, 0, 0, pad))
             reset = F.pad(reset, (0, pad)) if reset is not None else None
         resets = to_chunks(reset, size) if reset is not None else None  # (C, B, chunks)
-        # Tokens in chunk-major order (step c * C + s at [s, b, c]), flat: (C * B * chunks, in).
+        # step c * C + s of row b at [s, b, c], flat: (C * B * chunks, in)
         tokens = x.reshape(batch, chunks, size, -1).permute(2, 0, 1, 3).reshape(size * batch * chunks, -1)
-        last = ((steps - 1) % size, (steps - 1) // size)
-        h = self.encoder(tokens)
-        new_state = []
-        for block, s in zip(self._blocks(), state, strict=True):
-            u, s = block.recurrence.sequence(block.norm(h), s, resets, (size, batch, chunks), last)
-            h = block.mix_tokens(h, u) if _unfused(h.shape[0]) else block.mix(h, u)
-            new_state.append(s)
+        s, c = (steps - 1) % size, (steps - 1) // size
+        h, new_state = self._stack(
+            self.encoder(tokens), state, (size, batch, chunks),
+            lambda log_mag, phase, x_, h0: chunked_scan(log_mag, phase, x_, h0, resets), lambda h: h[:, :, s, :, c],
+        )  # fmt: skip
         y = self.head(h).reshape(size, batch, chunks, -1).permute(1, 2, 0, 3).reshape(batch, chunks * size, -1)
-        return (y[:, :steps] if pad else y), tuple(new_state)
+        return (y[:, :steps] if pad else y), new_state
 
     def _run_one_chunk(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """``_run`` for T <= chunk_size without reset: ``two_level_scan`` per layer, with the
-        tokens in its block-major order (one reordering of the input and one of the output)."""
+        """``_run`` for T <= chunk_size without reset, in the block-major order of ``two_level_scan``."""
         batch, steps, _ = x.shape
         size, blocks = block_shape(steps)
         pad = size * blocks - steps
         if pad:
-            # Steps appended after the last one cannot change it; their outputs are dropped.
             x = F.pad(x, (0, 0, 0, pad))
-        # (B, T, in) -> tokens ordered (position in block, block, row): (C * blocks * B, in).
+        # step j * C + s of row b at [s, j, b], flat: (C * blocks * B, in)
         tokens = x.reshape(batch, blocks, size, -1).permute(2, 1, 0, 3).reshape(size * blocks * batch, -1)
-        last = ((steps - 1) % size, (steps - 1) // size)
+        s, j = (steps - 1) % size, (steps - 1) // size
         encoder, head = self.encoder, self.head
-        h = _linear(tokens, encoder.weight, encoder.bias)  # (tokens, H)
+        h = linear_rows(tokens, encoder.weight, encoder.bias, "output")  # (tokens, H)
+        h, new_state = self._stack(h, state, (size, blocks, batch), two_level_scan, lambda h: h[:, :, s, j])
+        y = linear_rows(h, head.weight, head.bias, "output").reshape(size, blocks, batch, -1).permute(2, 1, 0, 3)
+        y = y.reshape(batch, blocks * size, -1)
+        return (y[:, :steps] if pad else y), new_state
+
+    def _stack(
+        self, h: Tensor, state: State, layout: tuple[int, ...], scan: _Scan, last: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, State]:
+        """The blocks over tokens h (tokens, H) in ``layout``; ``last`` picks every row's state
+        after its last real step, (N, 2, B), from a layer's states (N, 2, *layout)."""
         new_state = []
         for block, s in zip(self._blocks(), state, strict=True):
-            u, s = block.recurrence.sequence_one_chunk(block.norm(h), s, (size, blocks, batch), last)
+            u, states = block.recurrence.sequence(block.norm(h), s, layout, scan)
             h = block.mix_tokens(h, u) if _unfused(h.shape[0]) else block.mix(h, u)
-            new_state.append(s)
-        y = _linear(h, head.weight, head.bias).reshape(size, blocks, batch, -1).permute(2, 1, 0, 3)
-        y = y.reshape(batch, blocks * size, -1)
-        return (y[:, :steps] if pad else y), tuple(new_state)
-
-
-class _FusedLayer(NamedTuple):
-    """One layer's step weights, formed by ``SSM._fuse_step_weights``."""
-
-    norm_weight: Tensor
-    norm_bias: Tensor
-    norm_eps: float
-    drive: Tensor  # (H, 2N): z @ it = gamma B z, columns (state, re/im)
-    lam: Tensor  # (N,) complex: lambda
-    read: Tensor  # (2N, H): h @ it = Re(C h)
-    skip: Tensor  # (H,): D
-    glu: Tensor  # (H, 2H): v @ it = [W_a v, W_b v]
-    glu_bias: Tensor  # (2H,)
-
-
-class _FusedStep(NamedTuple):
-    """The whole model's step weights; linear weights stored transposed, as addmm takes them."""
-
-    encoder: Tensor
-    encoder_bias: Tensor
-    layers: tuple[_FusedLayer, ...]
-    head: Tensor
-    head_bias: Tensor
-
-
-def _fused_step(weights: _FusedStep, x: Tensor, state: State) -> tuple[Tensor, State]:
-    """One step of the model on fused weights, the same function as ``SSM._differentiable_step``
-    (equal to float rounding): per layer LayerNorm, the drive's product, lambda h + drive as one
-    complex addcmul on the state viewed as complex, the readout's product with D z, GELU, both
-    GLU halves in one product, sigmoid and the residual addcmul.
-
-    Shapes: x (B, in), state one (B, N, 2) per layer -> y (B, out), the new state.
-    """
-    h = torch.addmm(weights.encoder_bias, x, weights.encoder)  # (B, H)
-    batch, width = h.shape
-    new_state = []
-    for layer, s in zip(weights.layers, state, strict=True):
-        z = F.layer_norm(h, (width,), layer.norm_weight, layer.norm_bias, layer.norm_eps)
-        drive = torch.view_as_complex((z @ layer.drive).reshape(batch, -1, 2))  # (B, N) complex
-        if not s.is_contiguous() or s.storage_offset() % 2:  # as view_as_complex needs it
-            s = s.clone(memory_format=torch.contiguous_format)
-        s = torch.view_as_real(torch.addcmul(drive, torch.view_as_complex(s), layer.lam))  # (B, N, 2)
-        u = torch.addcmul(s.reshape(batch, -1) @ layer.read, z, layer.skip)  # Re(C h) + D z, (B, H)
-        g = torch.addmm(layer.glu_bias, gelu_native(u), layer.glu)  # (B, 2H)
-        h = torch.addcmul(h, g[:, :width], torch.sigmoid(g[:, width:]))
-        new_state.append(s)
-    return torch.addmm(weights.head_bias, h, weights.head), tuple(new_state)
+            new_state.append(last(states).permute(2, 0, 1))
+        return h, tuple(new_state)

@@ -1,4 +1,4 @@
-"""The models whose no-grad step runs on fused weights cached by ``models.layers.WeightCache``
+"""The models whose no-grad step runs on fused weights cached by ``models.fused_step.WeightCache``
 (the SSM and the transformer), described once for the tests of that cache.
 
 A case says how to build a small model, a step input with its state, and the uncached

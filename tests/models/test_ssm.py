@@ -1,7 +1,7 @@
 """The ``ssm`` model and its scans against naive step-by-step references written here.
 
 The references use complex dtypes and a Python loop over time, independently of the real-valued
-chunked implementation in models/scan.py and models/ssm.py.
+chunked implementation in models/kernels/scan.py and models/ssm.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from models import scan
 from models import ssm as ssm_module
-from models.scan import chunked_scan, diagonal_scan, from_chunks, linear_scan, to_chunks
+from models.kernels import scan
+from models.kernels.scan import chunked_scan, diagonal_scan, from_chunks, linear_scan, to_chunks
 from models.ssm import SSM, SSMConfig
 
 IN, OUT, WIDTH, STATES = 5, 3, 12, 6

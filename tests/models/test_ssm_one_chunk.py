@@ -1,6 +1,6 @@
 """The one-chunk path of the SSM's sequence mode (T <= chunk_size, no reset: MAML's windows).
 
-``models.scan.one_chunk_scan`` against a step-by-step loop, and the model's one-chunk path against
+``models.kernels.two_level_scan.one_chunk_scan`` against a step-by-step loop, and the model's one-chunk path against
 its chunked path (the same sequence with an all-False reset, which takes the general scan) in
 values, gradients, Hessian-vector products, under vmap and under MAML's vmapped second order.
 """
@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-from models import scan
-from models.scan import diagonal_scan, one_chunk_scan
+from models.kernels import scan
+from models.kernels.scan import diagonal_scan
+from models.kernels.two_level_scan import one_chunk_scan
 from models.ssm import SSM, SSMConfig
 from tests.models.pytree_error import max_abs_error
 from tests.models.scan_reference import complex_loop

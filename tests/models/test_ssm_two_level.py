@@ -1,4 +1,4 @@
-"""``models.scan.two_level_scan`` (the SSM's path for MAML's short windows) and ``block_shape``.
+"""``models.kernels.two_level_scan.two_level_scan`` (the SSM's path for MAML's short windows) and ``block_shape``.
 
 The scan against a step-by-step complex loop written here, for every block shape, from a non-zero
 state, in float64 and float32; its errors; and the model's block-major path against the same
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-from models.scan import block_shape, two_level_scan
+from models.kernels.two_level_scan import block_shape, two_level_scan
 from models.ssm import SSM, SSMConfig
 from tests.models.pytree_error import max_abs_error
 from tests.models.scan_reference import complex_loop

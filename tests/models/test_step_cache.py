@@ -1,4 +1,4 @@
-"""The cached fused step weights (``models.layers.WeightCache``) of every model that has them:
+"""The cached fused step weights (``models.fused_step.WeightCache``) of every model that has them:
 formed once while the parameters stay the same, never used under autograd or vmap, and never
 stale after any way the parameters can change.
 

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-import models.transformer as transformer
+import models.kernels.banded_attention as banded_attention
 from models.base import select_state
-from models.transformer import Transformer, cache_fill
+from models.kernels.banded_attention import cache_fill
+from models.transformer import Transformer
 from tests.models.pytree_error import max_abs_error
 from tests.models.test_transformer import IN, OUT, OpRecorder, _model
 
@@ -30,7 +31,7 @@ WINDOW = 5  # C = 4 cache slots
 def general_path() -> Iterator[None]:
     """Every call takes the general path: the cache's fill is never known."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transformer, "cache_fill", lambda valid: None)
+        patch.setattr(banded_attention, "cache_fill", lambda valid: None)
         yield
 
 

@@ -1,0 +1,42 @@
+"""The private torch.func (functorch) queries the zoo uses, and the only place that calls them.
+
+torch.func has no public way to ask whether a transform is running or what a tensor is beneath
+its transforms' wrappers. The models ask only to choose between computations of the same function
+(a form whose derivatives batch correctly, a cheaper layout, a cheaper mask); what a model computes
+never depends on the answer beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch._C import _functorch as _C
+
+
+def transforms_active() -> bool:
+    """Whether any torch.func transform (vmap, grad, jvp, ...) is running on this thread.
+
+    Private API because torch.func has no public query; this is the check torch.func itself makes.
+    """
+    return torch._C._are_functorch_transforms_active()
+
+
+def is_grad_tracked(t: Tensor) -> bool:
+    """Whether ``t`` is a ``torch.func.grad`` level's tracking wrapper (a tensor that grad differentiates).
+
+    Private API because inside a transform the wrapper answers every public query (``requires_grad``,
+    ``grad_fn``) as a plain tensor would.
+    """
+    return _C.is_gradtrackingtensor(t)
+
+
+def unwrapped(t: Tensor) -> Tensor:
+    """``t`` with every transform's wrapper removed: the tensor that holds the values (under vmap,
+    every task's rows).
+
+    Private API because a value read on a wrapper (``bool(t.all())``) is an error under vmap, and
+    no public API reaches beneath it.
+    """
+    while _C.is_functorch_wrapped_tensor(t):
+        t = _C.get_unwrapped(t)
+    return t
