@@ -55,7 +55,11 @@ class ModelConfig:
     hidden_dim: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("input_dim", "output_dim", "hidden_dim"):
+        self._check_positive_ints("input_dim", "output_dim", "hidden_dim")
+
+    def _check_positive_ints(self, *names: str) -> None:
+        """ValueError naming the first of the fields ``names`` that is not a positive int."""
+        for name in names:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{type(self).__name__}.{name}: expected a positive int, got {value!r}")

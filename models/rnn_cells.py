@@ -52,9 +52,7 @@ class RecurrentConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        value = self.num_layers
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{type(self).__name__}.num_layers: expected a positive int, got {value!r}")
+        self._check_positive_ints("num_layers")
 
 
 def layer_weights(rnn: nn.RNNBase) -> list[LayerWeights]:

@@ -46,58 +46,6 @@ from models.kernels.scan import chunked_scan, to_chunks
 from models.kernels.two_level_scan import block_shape, two_level_scan
 from models.layers import LayerNorm, gelu_native, linear_rows
 
-_Scan = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-"""A scan of ``models.kernels``: (log|lambda| (N,), arg(lambda) (N,), x (N, 2, *layout), h0 (N, 2, B)) -> states."""
-
-_NU_LOG_MAX = math.log(30.0)
-"""Above this nu_log, |lambda| = exp(-exp(nu_log)) < 1e-13 is zero for every purpose; clamping
-there keeps log|lambda| finite (so lambda^0 = 1 exactly) after any gradient step."""
-
-_MIN_DECAY = 1e-6
-"""log|lambda| <= -_MIN_DECAY, so |lambda| <= 0.999999 < 1 even where exp(nu_log) underflows."""
-
-
-_SEGMENT_TOKENS = 8192
-"""Sequence mode runs at most about this many tokens (B x steps) at once; see ``_run_segments``."""
-
-
-_UNFUSED_MIN_TOKENS = 4096
-"""From this many tokens sequence mode forms x + a * b as a product and a sum, not addcmul (see
-``SSMBlock.mix_tokens``); on fewer, op count is what costs (MAML's per-task loop, 100 tokens)."""
-
-
-_CONSTANTS: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
-
-
-def _constants(like: Tensor) -> tuple[Tensor, Tensor]:
-    """The constants (1, -1) and -_MIN_DECAY (0-d) in ``like``'s dtype and device.
-
-    Multiplying a trailing (re, im) pair by (1, -1) conjugates it. Made once per dtype and
-    device: a new small tensor costs several ops, and even a Python float operand costs a
-    conversion on every call, which one step of the model pays a dozen times over.
-    """
-    key = (like.dtype, like.device)
-    found = _CONSTANTS.get(key)
-    if found is not None:
-        return found
-    with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
-        made = (
-            torch.tensor([1.0, -1.0], dtype=like.dtype, device=like.device),
-            torch.tensor(-_MIN_DECAY, dtype=like.dtype, device=like.device),
-        )
-    if all(type(t) is Tensor for t in made):  # not a tracing mode's fake tensors
-        _CONSTANTS[key] = made
-    return made
-
-
-def _unfused(tokens: int) -> bool:
-    """Whether sequence mode forms x + a * b as a product and a sum rather than addcmul: from
-    ``_UNFUSED_MIN_TOKENS`` tokens (see ``SSMBlock.mix_tokens``), and always under torch.func
-    transforms, where addcmul's backward pass over every task's tensor costs more than the op
-    it saves (MAML's vmapped meta-update)."""
-    return tokens >= _UNFUSED_MIN_TOKENS or transforms_active()
-
-
 
 @dataclasses.dataclass(frozen=True)
 class SSMConfig(ModelConfig):
@@ -119,10 +67,7 @@ class SSMConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("state_dim", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"SSMConfig.{name}: expected a positive int, got {value!r}")
+        self._check_positive_ints("state_dim", "num_layers")
         if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 2:
             raise ValueError(f"SSMConfig.chunk_size: expected an int >= 2, got {self.chunk_size!r}")
         if not 0.0 <= self.r_min < self.r_max < 1.0:
@@ -135,10 +80,7 @@ class SSMConfig(ModelConfig):
 
 
 class DiagonalRecurrence(nn.Module):
-    """h_t = lambda h_{t-1} + gamma B z_t, u_t = Re(C h_t) + D z_t with LRU parameters.
-
-    Shapes: z (tokens, H) in the scan's chunk-major order; state (B, N, 2).
-    """
+    """h_t = lambda h_{t-1} + gamma B z_t, u_t = Re(C h_t) + D z_t with LRU parameters; state (B, N, 2)."""
 
     def __init__(self, width: int, states: int, r_min: float, r_max: float, max_phase: float) -> None:
         super().__init__()
@@ -181,29 +123,19 @@ class DiagonalRecurrence(nn.Module):
         u = read + z * self.D if _unfused(z.shape[0]) else torch.addcmul(read, z, self.D)
         return u, h
 
-    def step_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """What one step needs from the parameters, formed once per call of the model.
-
-        Returns:
-            ``(a_re, a_swap, in_proj, out_proj)``: Re(lambda) as (N, 1); (Im, -Im)(lambda) as
-            (N, 2), minus the factor of the swapped state (h_im, h_re); gamma * B as (2N, H);
-            the real form of C as (H, 2N).
-        """
-        log_mag, phase = self.decay()
-        mag = torch.exp(log_mag)
-        a_re, a_im = mag * torch.cos(phase), mag * torch.sin(phase)
-        return a_re.unsqueeze(-1), a_im.unsqueeze(-1) * _constants(a_im)[0], self._in_proj(), self._out_proj()
-
     def step(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """One step: z (B, H), h (B, N, 2) -> u (B, H), h (B, N, 2).
 
         lambda h is the complex product (a_re h_re - a_im h_im, a_re h_im + a_im h_re), formed as
         a_re h - (a_im, -a_im) h_swapped: four ops on the (B, N, 2) state.
         """
-        a_re, a_swap, in_proj, out_proj = self.step_weights()
-        drive = F.linear(z, in_proj).reshape(h.shape)  # (B, N, 2)
+        log_mag, phase = self.decay()
+        mag = torch.exp(log_mag)
+        a_re, a_im = mag * torch.cos(phase), mag * torch.sin(phase)
+        a_re, a_swap = a_re.unsqueeze(-1), a_im.unsqueeze(-1) * _constants(a_im)[0]  # (N, 1), (N, 2)
+        drive = F.linear(z, self._in_proj()).reshape(h.shape)  # gamma B z, (B, N, 2)
         h = torch.addcmul(h * a_re, h.flip(-1), a_swap, value=-1) + drive
-        u = torch.addcmul(F.linear(h.reshape(h.shape[0], -1), out_proj), z, self.D)
+        u = torch.addcmul(F.linear(h.reshape(h.shape[0], -1), self._out_proj()), z, self.D)
         return u, h
 
 
@@ -288,11 +220,8 @@ class SSM(SequenceModel):
         return self._run_segments(x, state, reset)
 
     def _run_segments(self, x: Tensor, state: State, reset: Tensor | None) -> tuple[Tensor, State]:
-        """``_run`` over consecutive segments of about ``_SEGMENT_TOKENS`` tokens, the state carried.
-
-        Exact (a sequence continues from any state), and each op's tensors stay cache-sized: on
-        one long sequence every per-token op runs out of cache and the time grows faster than T.
-        """
+        """``_run`` over consecutive segments of about ``_SEGMENT_TOKENS`` tokens, the state carried:
+        exact, and each op's tensors stay cache-sized (on one long sequence the time grows faster than T)."""
         batch, steps, _ = x.shape
         span = max(self.chunk_size, _SEGMENT_TOKENS // max(batch, 1) // self.chunk_size * self.chunk_size)
         if steps <= span:
@@ -354,3 +283,57 @@ class SSM(SequenceModel):
             h = block.mix_tokens(h, u) if _unfused(h.shape[0]) else block.mix(h, u)
             new_state.append(last(states).permute(2, 0, 1))
         return h, tuple(new_state)
+
+
+# ---- numerical details ----------------------------------------------------------------------
+
+
+_NU_LOG_MAX = math.log(30.0)
+"""Above this nu_log, |lambda| = exp(-exp(nu_log)) < 1e-13 is zero for every purpose; clamping
+there keeps log|lambda| finite (so lambda^0 = 1 exactly) after any gradient step."""
+
+_MIN_DECAY = 1e-6
+"""log|lambda| <= -_MIN_DECAY, so |lambda| <= 0.999999 < 1 even where exp(nu_log) underflows."""
+
+
+_SEGMENT_TOKENS = 8192
+"""Sequence mode runs at most about this many tokens (B x steps) at once; see ``_run_segments``."""
+
+_UNFUSED_MIN_TOKENS = 4096
+"""From this many tokens sequence mode forms x + a * b as a product and a sum, not addcmul (see
+``SSMBlock.mix_tokens``); on fewer, op count is what costs (MAML's per-task loop, 100 tokens)."""
+
+
+_CONSTANTS: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+_Scan = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""A scan of ``models.kernels``: (log|lambda| (N,), arg(lambda) (N,), x (N, 2, *layout), h0 (N, 2, B)) -> states."""
+
+
+def _constants(like: Tensor) -> tuple[Tensor, Tensor]:
+    """The constants (1, -1) and -_MIN_DECAY (0-d) in ``like``'s dtype and device.
+
+    Multiplying a trailing (re, im) pair by (1, -1) conjugates it. Made once per dtype and
+    device: a new small tensor costs several ops, and even a Python float operand costs a
+    conversion on every call, which one step of the model pays a dozen times over.
+    """
+    key = (like.dtype, like.device)
+    found = _CONSTANTS.get(key)
+    if found is not None:
+        return found
+    with torch.inference_mode(False):  # usable outside inference mode, whoever asks first
+        made = (
+            torch.tensor([1.0, -1.0], dtype=like.dtype, device=like.device),
+            torch.tensor(-_MIN_DECAY, dtype=like.dtype, device=like.device),
+        )
+    if all(type(t) is Tensor for t in made):  # not a tracing mode's fake tensors
+        _CONSTANTS[key] = made
+    return made
+
+
+def _unfused(tokens: int) -> bool:
+    """Whether sequence mode forms x + a * b as a product and a sum rather than addcmul: from
+    ``_UNFUSED_MIN_TOKENS`` tokens (see ``SSMBlock.mix_tokens``), and always under torch.func
+    transforms, where addcmul's backward pass over every task's tensor costs more than the op
+    it saves (MAML's vmapped meta-update)."""
+    return tokens >= _UNFUSED_MIN_TOKENS or transforms_active()

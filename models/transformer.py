@@ -59,17 +59,10 @@ class TransformerConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("num_layers", "num_heads", "window"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"TransformerConfig.{name}: expected a positive int, got {value!r}"
-                )
+        self._check_positive_ints("num_layers", "num_heads", "window")
         ratio = self.mlp_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio > 0:
-            raise ValueError(
-                f"TransformerConfig.mlp_ratio: expected a positive number, got {ratio!r}"
-            )
+            raise ValueError(f"TransformerConfig.mlp_ratio: expected a positive number, got {ratio!r}")
 
     @property
     def head_dim(self) -> int:
@@ -123,24 +116,13 @@ class Attention(nn.Module):
         self.register_buffer("head_mask_3d", mask[:, :, None].contiguous(), persistent=False)
 
     def forward(
-        self,
-        h: Tensor,
-        batch: int,
-        steps: int,
-        cache: Tensor,
-        mask: Tensor | None,
-        see_cache: bool = True,
+        self, h: Tensor, batch: int, steps: int, cache: Tensor, mask: Tensor | None, see_cache: bool = True
     ) -> tuple[Tensor, Tensor]:
         """h (B T, D): the rows of ``batch`` sequences of ``steps`` steps, cache (B, C, 2A) ->
-        (B T, D) rows and the next cache (B, C, 2A).
-
-        ``see_cache`` False: the cache holds no valid slot and T <= W, so each query attends to
-        the chunk's own keys only (``chunk_attention``, T keys instead of C + T); ``mask`` is then
-        None or a ``segment_mask``, else a ``window_mask`` (None: nothing to hide).
-        Keys and values are concatenated to the cache separately (not as one keys | values
-        tensor): the gradient of a slice of a joint tensor would cost a zero-filled full-size
-        tensor per slice, in the backward and again in MAML's second-order backward.
-        """
+        (B T, D) rows and the next cache (B, C, 2A). ``mask`` and ``see_cache`` as
+        ``sequence_masks`` gives them (without ``see_cache`` the queries attend to the chunk's own
+        T keys only). Keys and values join the cache separately: the gradient of a slice of one
+        joint tensor would cost a zero-filled full-size tensor per slice, twice under MAML."""
         width, heads, cache_len = self.attn_dim, self.num_heads, self.cache_len
         qkv = linear_rows(h, self.qkv.weight, self.qkv.bias)  # (B T, 3A): q | k | v, head-major
         qkv = qkv.reshape(batch, steps, -1)
@@ -152,7 +134,7 @@ class Attention(nn.Module):
             v_all = torch.cat([cache[..., width:].reshape(per_head), v], dim=1)
             block = min(steps, cache_len + 1)  # Q queries per block, against Q + C keys
             att = banded_attention(q, k_all, v_all, self._bias(block, 0, block + cache_len), mask)
-        else:
+        else:  # (B, T, H, dh)
             att = chunk_attention(q, k, v, self._bias(steps, cache_len, cache_len + steps), mask)
         out = linear_rows(att.reshape(batch * steps, -1), self.out.weight, self.out.bias)
         # the next cache: the last C steps of the cache followed by the chunk's keys | values
@@ -164,31 +146,18 @@ class Attention(nn.Module):
     def _bias(self, block: int, start: int, stop: int) -> Tensor:
         """(H, Q, stop - start): the position bias of Q = ``block`` queries against the key
         positions start .. stop - 1 of a block (``band_tables``), -inf outside the band."""
-        return torch.where(
-            self.band[:block, start:stop],
-            self.rel_bias[:, self.bias_index[:block, start:stop]],
-            float("-inf"),
-        )
+        index = self.bias_index[:block, start:stop]
+        return torch.where(self.band[:block, start:stop], self.rel_bias[:, index], float("-inf"))
 
     def step(self, h: Tensor, cache: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One query per head against the W - 1 cached keys and its own key.
+        """One query per head against the W - 1 cached keys and its own key: h (B, D) normalised,
+        cache (B, C, 2A) keys | values oldest first, mask (B, 1, C + 1) or None (``step_mask``) ->
+        (B, D) and keys | values (B, C + 1, 2A), the step's last.
 
-        Args:
-            h: (B, D) the normalised step.
-            cache: (B, C, 2A) keys | values, oldest slot first.
-            mask: (B, 1, C + 1) additive, -inf for empty cache slots (the own key is visible);
-                None when every slot is valid.
-
-        Returns:
-            (B, D) attention output and keys | values (B, C + 1, 2A), the step's last.
-
-        Shapes:
-            Three batched matmuls on the cache's own (slot, channel) layout, with no copy into
-            a per-head layout: the query spread block-diagonally over its heads, (B, H, A),
-            against the keys (B, C + 1, A) gives the logits (B, H, C + 1); every head's weights
-            against every head's values give (B, H, A), of which the output projection, masked
-            per head (H A, D), reads only each head's own channels. H times the (tiny)
-            arithmetic of per-head products, but a few large ops instead of many small ones.
+        Three batched products on the cache's own (slot, channel) layout, no per-head copy: the
+        query spread block-diagonally over its heads (B, H, A) against the keys gives the logits
+        (B, H, C + 1); every head's weights against every head's values give (B, H, A), of which
+        the output projection, masked per head (H A, D), reads each head's own channels.
         """
         batch, width = h.shape[0], self.attn_dim
         qkv = F.linear(h, self.qkv.weight, self.qkv.bias)  # (B, 3A)
@@ -213,20 +182,11 @@ class Block(nn.Module):
         self.norm_attn = LayerNorm(config.hidden_dim)
         self.attn = Attention(config)
         self.norm_mlp = LayerNorm(config.hidden_dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(config.hidden_dim, config.mlp_dim),
-            nn.GELU(),
-            nn.Linear(config.mlp_dim, config.hidden_dim),
-        )
+        width, hidden = config.hidden_dim, config.mlp_dim
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(
-        self,
-        h: Tensor,
-        batch: int,
-        steps: int,
-        cache: Tensor,
-        mask: Tensor | None,
-        see_cache: bool = True,
+        self, h: Tensor, batch: int, steps: int, cache: Tensor, mask: Tensor | None, see_cache: bool = True
     ) -> tuple[Tensor, Tensor]:
         """(B T, D) rows of ``batch`` sequences of ``steps`` steps -> (B T, D) rows and the next
         cache (see ``Attention.forward``), every linear layer one ``layers.linear_rows``."""
@@ -336,9 +296,7 @@ class Transformer(SequenceModel):
         y = F.linear(layer_norm(h, norm.weight, norm.bias, norm.eps), head.weight, head.bias)
         return y, (valid, *new_caches)
 
-    def _forward_sequence_with_reset(
-        self, x: Tensor, state: State, reset: Tensor
-    ) -> tuple[Tensor, State]:
+    def _forward_sequence_with_reset(self, x: Tensor, state: State, reset: Tensor) -> tuple[Tensor, State]:
         # A reset at t starts segment k + 1; the cache is segment 0, so it is hidden after one.
         episode = torch.cumsum(reset.long(), dim=1)  # (B, T)
         segment = torch.cat([episode.new_zeros(x.shape[0], self.cache_len), episode], dim=1)
