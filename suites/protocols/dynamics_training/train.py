@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from suites.protocols.dynamics_training.settings import TrainingSettings
 from suites.protocols.dynamics_training.windows import sample_windows, split_episodes, to_windows
 from suites.storage import atomic_write
 from suites.tasks import TaskParams, get_distribution
+
+log = logging.getLogger(__name__)
 
 TRAINING_ARMS = ("maml", "pretrain")
 """``maml``: MetaMAML (Finn et al. 2017); ``pretrain``: joint training on the same windows, same steps."""
@@ -186,8 +189,12 @@ class ModelStore:
         path = self.path(key)
         if not path.is_file():
             return None
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("key") != json.dumps(dataclasses.asdict(key), sort_keys=True):
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or foreign file: train again, and say which
+            log.warning("%s: unreadable stored model (%s); training it again", path, f"{err}".splitlines()[0][:200])
+            return None
+        if not isinstance(blob, dict) or blob.get("key") != json.dumps(dataclasses.asdict(key), sort_keys=True):
             return None  # a hash collision, or a file from another key: train instead
         return blob["state_dict"], list(blob["losses"]), float(blob["train_time_s"])
 

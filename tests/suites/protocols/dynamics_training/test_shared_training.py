@@ -79,6 +79,20 @@ def test_a_file_of_another_key_under_this_name_is_not_used(tmp_path: Path) -> No
     assert store.load(_key()) is None
 
 
+def test_a_truncated_stored_model_is_trained_again_with_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ModelStore(tmp_path)
+    first = train_dynamics(_key(), store)
+    path = store.path(_key())
+    path.write_bytes(path.read_bytes()[:100])
+    assert store.load(_key()) is None
+    assert str(path) in caplog.text and "unreadable stored model" in caplog.text
+    again = train_dynamics(_key(), store)
+    assert again.losses == first.losses
+    assert store.load(_key()) is not None  # stored again, whole
+
+
 def test_an_unknown_training_arm_is_refused() -> None:
     with pytest.raises(ValueError, match=r"training arm: expected one of .*'maml'.*got 'oracle'"):
         train_dynamics(_key(arm="oracle"))
