@@ -2,26 +2,21 @@
 
 Every row is one episode from a fresh policy state (a recurrent policy resets at the episode
 start) run for ``horizon`` steps in step mode with its state carried; a row whose episode ends
-earlier is masked from then on. With per-task (fast) weights, the K tasks step together under
-``torch.func.vmap`` of ``functional_call``, one set of weights per task: by definition one vmapped
-call per step (``reference=True``), in practice one vmap level and one weight swap held for the
-whole episode (``_per_task_steps``, equal to the last bit and about 1 ms a step cheaper).
+earlier is masked from then on. With per-task (fast) weights, the K tasks step together: each step
+is one ``torch.func.vmap`` of ``functional_call`` over the tasks, one set of weights and one slice
+of the policy state per task: the K tasks run as one batch through the public ``torch.func`` API.
+Action sampling and the env run outside ``vmap``, on plain (K * N)-row tensors.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch._C._functorch import _add_batch_dim, _remove_batch_dim
-from torch._functorch.vmap import vmap_increment_nesting
 from torch.func import functional_call, vmap
-from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_map
 
 from suites.protocols.policy.policies import CategoricalPolicy, Policy
@@ -70,15 +65,11 @@ def _expand(state: object, k: int) -> object:
     return tree_map(lambda t: t.unsqueeze(0).expand(k, *t.shape).clone(), state)
 
 
-_Steps = tuple[Callable[[Tensor], Tensor], Callable[[], AbstractContextManager[object]]]
-"""(step, outside_model): ``step(obs (K * N, d)) -> out (K * N, P)`` carries the policy state; the
-sampling and env code between steps runs inside ``outside_model()``."""
+_Step = Callable[[Tensor], Tensor]
+"""``step(obs (K * N, d)) -> out (K * N, P)``: one policy step of every row, the state carried."""
 
 
-@contextlib.contextmanager
-def _shared_steps(
-    policy: Policy, weights: Mapping[str, Tensor] | None, rows: int, tie: bool
-) -> Iterator[_Steps]:
+def _shared_step(policy: Policy, weights: Mapping[str, Tensor] | None, rows: int, tie: bool) -> _Step:
     """Steps of one set of weights for all rows (the policy's own, or ``weights``)."""
     state = policy.init_state(rows)
     params = None if weights is None else dict(weights)
@@ -91,17 +82,11 @@ def _shared_steps(
             out, state = functional_call(policy, params, (obs, state), tie_weights=tie)
         return out
 
-    yield step, contextlib.nullcontext
+    return step
 
 
-@contextlib.contextmanager
-def _per_task_steps_reference(
-    policy: Policy, weights: Mapping[str, Tensor], num_tasks: int, n: int, tie: bool
-) -> Iterator[_Steps]:
-    """Steps with one set of weights per task: ``vmap`` of ``functional_call`` every step.
-
-    The definition ``_per_task_steps`` is tested against (``rollout(..., reference=True)``).
-    """
+def _per_task_step(policy: Policy, weights: Mapping[str, Tensor], num_tasks: int, n: int, tie: bool) -> _Step:
+    """Steps with one set of weights per task: ``vmap`` over the tasks of ``functional_call``."""
     params = dict(weights)
 
     def task_step(w: dict[str, Tensor], obs: Tensor, state: object) -> tuple[Tensor, object]:
@@ -116,35 +101,7 @@ def _per_task_steps_reference(
         out, state = batched_step(params, obs.view(num_tasks, n, -1), state)
         return out.reshape(num_tasks * n, -1)
 
-    yield step, contextlib.nullcontext
-
-
-@contextlib.contextmanager
-def _per_task_steps(
-    policy: Policy, weights: Mapping[str, Tensor], num_tasks: int, n: int, tie: bool
-) -> Iterator[_Steps]:
-    """As ``_per_task_steps_reference``, with one vmap level and one weight swap for the whole episode.
-
-    ``vmap(functional_call)`` every step walks the weights' and the state's pytrees and swaps every
-    parameter into the module and back, about 1 ms a step on one CPU thread: as much as a small
-    model's step itself. Here the weights are batched and swapped in once; the state stays batched
-    at this level between steps, and each step only wraps the observations and unwraps the output,
-    running the same batched kernels (equal to the reference to the last bit, tested). Everything
-    outside the model (sampling, the env) runs inside the second context, where functorch is off:
-    plain tensors, and random draws as outside vmap.
-    """
-    state0 = _expand(policy.init_state(n), num_tasks)
-    with vmap_increment_nesting(num_tasks, "error") as level:
-        batched = {name: _add_batch_dim(w, 0, level) for name, w in weights.items()}
-        state = tree_map(lambda t: _add_batch_dim(t, 0, level), state0)
-        with _reparametrize_module(policy, batched, tie_weights=tie):
-
-            def step(obs: Tensor) -> Tensor:
-                nonlocal state
-                out, state = policy(_add_batch_dim(obs.view(num_tasks, n, -1), 0, level), state)
-                return _remove_batch_dim(out, level, num_tasks, 0).reshape(num_tasks * n, -1)
-
-            yield step, torch._C._DisableFuncTorch
+    return step
 
 
 @torch.no_grad()
@@ -156,7 +113,6 @@ def rollout(
     generator: torch.Generator,
     weights: Mapping[str, Tensor] | None = None,
     per_task: bool = False,
-    reference: bool = False,
 ) -> Trajectories:
     """Run one episode in every row of ``env`` (task-major rows, K = ``num_tasks``).
 
@@ -168,8 +124,6 @@ def rollout(
         generator: draws the action noise.
         weights: parameters by name (e.g. fast weights); None: the policy's own.
         per_task: ``weights`` has a leading K dimension, one set per task.
-        reference: step per-task weights with ``vmap`` of ``functional_call`` every step (the
-            reference the default path equals; slower).
 
     Returns:
         ``Trajectories`` of shape (K, N, T, ...).
@@ -182,31 +136,27 @@ def rollout(
     # names share a tensor; the zoo's models tie none, and then skipping it changes nothing
     tie = _shares_tensors(policy)
     if not per_task:
-        steps = _shared_steps(policy, weights, rows, tie)
+        step = _shared_step(policy, weights, rows, tie)
     elif weights is None:
         raise ValueError("rollout: per_task=True expected per-task weights, got weights=None")
-    elif reference:
-        steps = _per_task_steps_reference(policy, weights, num_tasks, n, tie)
     else:
-        steps = _per_task_steps(policy, weights, num_tasks, n, tie)
+        step = _per_task_step(policy, weights, num_tasks, n, tie)
     discrete = isinstance(policy, CategoricalPolicy)
     obs_np = env.reset()
     obs_rows, act_rows, rew_rows, mask_rows = [], [], [], []
     running = np.ones(rows, dtype=bool)
-    with steps as (step, outside_model):
-        for _ in range(horizon):
-            obs = torch.from_numpy(obs_np)  # (K * N, obs_dim)
-            out = step(obs)
-            with outside_model():
-                action = policy.sample(out, generator)
-                obs_rows.append(obs)
-                act_rows.append(action)
-                mask_rows.append(torch.from_numpy(running.astype(np.float32)))
-                obs_np, reward, done = env.step(action.numpy() if discrete else action.double().numpy())
-                rew_rows.append(torch.from_numpy(np.where(running, reward, 0.0).astype(np.float32)))
-                running = running & ~done
-            if not running.any():
-                break
+    for _ in range(horizon):
+        obs = torch.from_numpy(obs_np)  # (K * N, obs_dim)
+        out = step(obs)
+        action = policy.sample(out, generator)
+        obs_rows.append(obs)
+        act_rows.append(action)
+        mask_rows.append(torch.from_numpy(running.astype(np.float32)))
+        obs_np, reward, done = env.step(action.numpy() if discrete else action.double().numpy())
+        rew_rows.append(torch.from_numpy(np.where(running, reward, 0.0).astype(np.float32)))
+        running = running & ~done
+        if not running.any():
+            break
     steps_taken = len(obs_rows)
     pad = horizon - steps_taken  # every row ended early: the rest is masked
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
 
 from meta.functional import sgd_update
 from models import MODELS
@@ -53,23 +55,83 @@ def _distinct_fast_weights(policy, env):
     return OrderedDict((n, w.detach()) for n, w in fast.items())
 
 
+def _task_by_task(policy, weights):
+    """A step of K * N rows: each task's N rows through ``functional_call`` with that task's own
+    weights and state, one task after another (no vmap)."""
+    states = [policy.init_state(N) for _ in range(K)]
+
+    def step(obs):
+        outs = []
+        for k in range(K):
+            w_k = {name: w[k] for name, w in weights.items()}
+            out, states[k] = functional_call(policy, w_k, (obs[k * N : (k + 1) * N], states[k]))
+            outs.append(out)
+        return torch.cat(outs)
+
+    return step
+
+
+def _vmap_every_step(policy, weights):
+    """A step of K * N rows: one ``vmap`` over the tasks of ``functional_call`` (the batched definition)."""
+    state = tree_map(lambda t: torch.stack([t] * K), policy.init_state(N))
+    batched = vmap(lambda w, x, s: functional_call(policy, w, (x, s)))
+
+    def step(obs):
+        nonlocal state
+        out, state = batched(dict(weights), obs.view(K, N, -1), state)
+        return out.reshape(K * N, -1)
+
+    return step
+
+
+@torch.no_grad()
+def _episodes(policy, env, step, generator):
+    """Episodes of ``env``'s K * N rows written out independently of the sampler: ``step`` for the
+    policy, then one action draw for all rows and one env step, masking rows whose episode ended."""
+    obs_np = env.reset()
+    running = np.ones(K * N, dtype=bool)
+    obs_rows, act_rows, rew_rows, mask_rows = [], [], [], []
+    for _ in range(H):
+        obs = torch.from_numpy(obs_np)
+        action = policy.sample(step(obs), generator)
+        obs_rows.append(obs)
+        act_rows.append(action)
+        mask_rows.append(torch.from_numpy(running.astype(np.float32)))
+        obs_np, reward, done = env.step(action.double().numpy())
+        rew_rows.append(torch.from_numpy(np.where(running, reward, 0.0).astype(np.float32)))
+        running = running & ~done
+    assert running.any()  # rollout stops early only once every row has ended: compare all H steps
+
+    def stack(xs):
+        return torch.stack(xs, dim=1).reshape(K, N, H, *xs[0].shape[1:])
+
+    return {"obs": stack(obs_rows), "actions": stack(act_rows), "rewards": stack(rew_rows), "mask": stack(mask_rows)}
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_per_task_steps_equal_the_per_step_vmap_reference(model):
-    """One vmap level held for the episode samples exactly what vmap(functional_call) per step does."""
+def test_per_task_weights_sample_what_each_tasks_own_weights_sample(model):
+    """Per-task weights sample the episodes of each task's rows stepped on their own with that task's
+    weights (same noise, same env), and exactly those of one vmapped functional_call per step."""
     policy, env = _setup(model)
     fast = _distinct_fast_weights(policy, env)
-    theta = [p.detach().clone() for p in policy.parameters()]
-    gens = [torch.Generator().manual_seed(7) for _ in range(2)]
-    held = rollout(policy, env, K, H, gens[0], weights=fast, per_task=True)
-    reference = rollout(policy, env, K, H, gens[1], weights=fast, per_task=True, reference=True)
-    for field in ("obs", "actions", "rewards", "mask"):
-        assert torch.equal(getattr(held, field), getattr(reference, field)), field
-    assert torch.equal(gens[0].get_state(), gens[1].get_state())  # the same noise drawn
+    theta = [(p, p.detach().clone()) for p in policy.parameters()]
+    gens = [torch.Generator().manual_seed(7) for _ in range(3)]
+    sampled = rollout(policy, env, K, H, gens[0], weights=fast, per_task=True)
+    by_task = _episodes(policy, env, _task_by_task(policy, fast), gens[1])
+    vmapped = _episodes(policy, env, _vmap_every_step(policy, fast), gens[2])
+    # task by task runs other kernels than the K tasks' batch: equal up to float32 rounding
+    for field in ("obs", "actions", "rewards"):
+        assert torch.allclose(getattr(sampled, field), by_task[field], rtol=0, atol=1e-5), field
+    assert torch.equal(sampled.mask, by_task["mask"])
+    for field in ("obs", "actions", "rewards", "mask"):  # the batched definition: to the last bit
+        assert torch.equal(getattr(sampled, field), vmapped[field]), field
+    for gen in gens[1:]:  # the same noise drawn
+        assert torch.equal(gens[0].get_state(), gen.get_state())
     # the tasks' weights differ, so the tasks act differently from each other and from theta
     shared = rollout(policy, env, K, H, torch.Generator().manual_seed(7))
-    assert not torch.allclose(held.actions, shared.actions, atol=1e-4)
-    for p, before in zip(policy.parameters(), theta, strict=True):  # the module has its own weights back
-        assert not torch._C._functorch.is_functorch_wrapped_tensor(p) and torch.equal(p, before)
+    assert not torch.allclose(sampled.actions, shared.actions, atol=1e-4)
+    for p, (own, before) in zip(policy.parameters(), theta, strict=True):  # the module has its own weights back
+        assert p is own and torch.equal(p, before)
 
 
 class _FailingEnv:
@@ -91,12 +153,12 @@ class _FailingEnv:
 def test_per_task_steps_leave_no_vmap_level_or_swapped_weights_after_an_error():
     policy, env = _setup("gru")
     fast = _distinct_fast_weights(policy, env)
-    theta = [p.detach().clone() for p in policy.parameters()]
+    theta = [(p, p.detach().clone()) for p in policy.parameters()]
     with pytest.raises(RuntimeError, match="env failed"):
         rollout(policy, _FailingEnv(env), K, H, torch.Generator(), weights=fast, per_task=True)
     torch.randn(3)  # raises while a vmap level in randomness="error" mode is left behind
-    for p, before in zip(policy.parameters(), theta, strict=True):
-        assert not torch._C._functorch.is_functorch_wrapped_tensor(p) and torch.equal(p, before)
+    for p, (own, before) in zip(policy.parameters(), theta, strict=True):  # its own tensors, unchanged
+        assert p is own and torch.equal(p, before)
 
 
 def test_per_task_weights_of_a_tied_policy_reach_every_alias():
