@@ -8,17 +8,16 @@ never depends on the answer beyond float rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch._C import _functorch as _C
 
-
-def transforms_active() -> bool:
-    """Whether any torch.func transform (vmap, grad, jvp, ...) is running on this thread.
-
-    Private API because torch.func has no public query; this is the check torch.func itself makes.
-    """
-    return torch._C._are_functorch_transforms_active()
+transforms_active: Callable[[], bool] = torch._C._are_functorch_transforms_active
+"""``transforms_active()``: whether any torch.func transform (vmap, grad, jvp, ...) is running on
+this thread. Private API because torch.func has no public query; this is the check torch.func
+itself makes. The C function itself, not a wrapper: sequence paths ask it once per layer."""
 
 
 def is_grad_tracked(t: Tensor) -> bool:

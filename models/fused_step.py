@@ -86,16 +86,19 @@ class WeightCache(Generic[_Built]):
         return (WeightCache, ())
 
 
-def step_leaves(module: nn.Module) -> list[Tensor | None]:
+def step_leaves(module: nn.Module, leaves: list[Tensor | None] | None = None) -> list[Tensor | None]:
     """Every parameter of ``module`` and its submodules (None where one is unset), looked up afresh
     (``functional_call`` swaps parameters in and out; a submodule may have been replaced), in a
-    fixed order. Read from the modules' dicts: ``nn.Module.__getattr__`` costs more."""
-    leaves: list[Tensor | None] = []
-    stack = [module]
-    while stack:
-        m = stack.pop()
-        leaves += m._parameters.values()
-        stack += cast(dict[str, nn.Module], m._modules).values()
+    fixed order, appended to ``leaves``. Read from the modules' dicts (``nn.Module.__getattr__``
+    costs more), a module without submodules without a call: this runs on every cached step."""
+    if leaves is None:
+        leaves = []
+    leaves += module._parameters.values()
+    for sub in cast(dict[str, nn.Module], module._modules).values():
+        if sub._modules:
+            step_leaves(sub, leaves)
+        else:
+            leaves += sub._parameters.values()
     return leaves
 
 
@@ -118,10 +121,6 @@ class Norm(NamedTuple):
 
 def norm_weights(norm: LayerNorm) -> Norm:
     return Norm(norm.weight.clone(), norm.bias.clone(), norm.eps)
-
-
-def _layer_norm(h: Tensor, n: Norm) -> Tensor:
-    return F.layer_norm(h, (h.shape[1],), n.weight, n.bias, n.eps)
 
 
 class FusedStep(NamedTuple, Generic[_Layer]):
@@ -162,8 +161,9 @@ def run_fused(
     for layer, s in zip(weights.layers, states, strict=True):
         h, s = layer_step(layer, h, s)
         new_states.append(s)
-    if weights.norm is not None:
-        h = _layer_norm(h, weights.norm)
+    n = weights.norm
+    if n is not None:
+        h = F.layer_norm(h, (h.shape[1],), n.weight, n.bias, n.eps)
     return torch.addmm(weights.head_bias, h, weights.head), new_states
 
 
@@ -213,7 +213,8 @@ def _ssm_layer_step(layer: SSMLayer, h: Tensor, s: Tensor) -> tuple[Tensor, Tens
     complex addcmul on the state viewed as complex, the readout's product with D z, GELU, both GLU
     halves in one product, sigmoid and the residual addcmul. h (B, H), s (B, N, 2)."""
     batch, width = h.shape
-    z = _layer_norm(h, layer.norm)
+    n = layer.norm
+    z = F.layer_norm(h, (width,), n.weight, n.bias, n.eps)
     drive = torch.view_as_complex((z @ layer.drive).reshape(batch, -1, 2))  # (B, N) complex
     if not s.is_contiguous() or s.storage_offset() % 2:  # as view_as_complex needs it
         s = s.clone(memory_format=torch.contiguous_format)
@@ -283,7 +284,8 @@ def _transformer_layer_step(
     (see ``Attention.step``), the MLP. h (B, D), kv (B, C, 2A) -> h, the next kv (B, C, 2A)."""
     batch = h.shape[0]
     width, spread = kv.shape[2] // 2, layer.out.shape[0]  # A, H A
-    z = _layer_norm(h, layer.norm_attn)
+    n = layer.norm_attn
+    z = F.layer_norm(h, (h.shape[1],), n.weight, n.bias, n.eps)
     qkv = torch.addmm(layer.qkv_bias, z, layer.qkv)  # (B, H A + 2A)
     kv_all = torch.cat([kv, qkv[:, None, spread:]], dim=1)  # (B, C + 1, 2A)
     q = qkv[:, :spread].view(batch, -1, width)  # (B, H, A)
@@ -291,6 +293,8 @@ def _transformer_layer_step(
     logits = torch.baddbmm(bias, q, kv_all[..., :width].transpose(1, 2))  # (B, H, C + 1)
     att = torch.bmm(logits.softmax(dim=-1), kv_all[..., width:])  # (B, H, A)
     h = h + torch.addmm(layer.out_bias, att.view(batch, spread), layer.out)
-    m = gelu_native(torch.addmm(layer.up_bias, _layer_norm(h, layer.norm_mlp), layer.up))
+    n = layer.norm_mlp
+    z = F.layer_norm(h, (h.shape[1],), n.weight, n.bias, n.eps)
+    m = gelu_native(torch.addmm(layer.up_bias, z, layer.up))
     h = h + torch.addmm(layer.down_bias, m, layer.down)
     return h, kv_all[:, 1:]  # drop the oldest slot
