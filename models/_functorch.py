@@ -2,8 +2,8 @@
 
 torch.func has no public way to ask whether a transform is running or what a tensor is beneath
 its transforms' wrappers. The models ask only to choose between computations of the same function
-(a form whose derivatives batch correctly, a cheaper layout, a cheaper mask); what a model computes
-never depends on the answer beyond float rounding.
+(a form whose derivatives batch correctly under vmap, a cheaper layout, a cheaper mask), which
+give the same values up to float rounding.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ itself makes. The C function itself, not a wrapper: sequence paths ask it once p
 
 
 def is_grad_tracked(t: Tensor) -> bool:
-    """Whether ``t`` is a ``torch.func.grad`` level's tracking wrapper (a tensor that grad differentiates).
+    """Whether ``t`` is a ``torch.func.grad`` level's tracking wrapper: an input of the function
+    that grad transforms, or a tensor computed from one inside it.
 
     Private API because inside a transform the wrapper answers every public query (``requires_grad``,
     ``grad_fn``) as a plain tensor would.
