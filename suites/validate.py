@@ -3,11 +3,15 @@
 Every settings class is a frozen dataclass whose fields carry simple types (int, float, str,
 bool, tuples of those, optional variants). ``build_settings`` checks keys and types and lists the
 valid keys when one is unknown, so a typo in a suite file fails at load time with one line.
+Numbers must be finite: ``inf`` and ``nan`` (TOML has both) are refused for every float field;
+the class's own ``__post_init__`` then checks ranges and the fields that span others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import types
 import typing
 from typing import Any, TypeVar
@@ -23,7 +27,10 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        item = typing.get_args(tp)[0]
+        return "a list of " + {int: "ints", float: "numbers", str: "strings", bool: "true/false values"}.get(
+            item, _type_name(item)
+        )
     return {int: "an int", float: "a number", str: "a string", bool: "true/false"}.get(
         tp, "null" if tp is type(None) else str(tp)
     )
@@ -53,8 +60,13 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok, float(value) if ok else None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False, None
+        try:
+            converted = float(value)
+        except OverflowError:  # an int beyond float range
+            return False, None
+        return math.isfinite(converted), converted if math.isfinite(converted) else None
     if tp is str:
         return isinstance(value, str), value
     return False, None
@@ -75,12 +87,51 @@ def build_settings(cls: type[T], table: dict[str, Any], where: str) -> T:
     for key, value in table.items():
         ok, converted = _coerce(value, hints[key])
         if not ok:
-            raise SpecError(f"{where}.{key}: expected {_type_name(hints[key])}, got {value!r}")
+            if _non_finite(value) and _accepts_float(hints[key]):
+                raise SpecError(f"{where}.{key}: expected a finite number, got {short(value)}")
+            raise SpecError(f"{where}.{key}: expected {_type_name(hints[key])}, got {short(value)}")
         kwargs[key] = converted
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise SpecError(f"{where}: {err}") from None
+
+
+def _accepts_float(tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType, tuple):
+        return any(_accepts_float(a) for a in typing.get_args(tp))
+    return tp is float
+
+
+def _non_finite(value: Any) -> bool:
+    """True for inf, -inf, NaN, an int beyond float range, or a list holding one."""
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > sys.float_info.max
+    return False
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a long list in an error message stays one short line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python converts to text
+        return f"an int of {value.bit_length()} bits"
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + " ..." + ("]" if text[:1] == "[" else "")
+
+
+def check_distinct(where: str, given: typing.Iterable[Any]) -> None:
+    """Raise SpecError naming the first entry of ``given`` that appears twice."""
+    seen = set()
+    for item in given:
+        if item in seen:
+            raise SpecError(f"{where}: expected distinct values, got {item!r} twice")
+        seen.add(item)
 
 
 def check_positive(where: str, **values: float) -> None:

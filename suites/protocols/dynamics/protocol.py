@@ -34,7 +34,7 @@ from meta import MetaMAML, Task
 from models import SequenceModel, count_params
 from suites.data import Normalizer, TaskData, collect, collect_switching_stream, fit_normalizer
 from suites.protocols.base import Cell, Measurement
-from suites.protocols.dynamics_training.settings import TrainingSettings, require_positive
+from suites.protocols.dynamics_training.settings import MAX_LR, TrainingSettings, require_at_most, require_positive
 from suites.protocols.dynamics_training.train import (
     ModelStore,
     TrainingKey,
@@ -44,6 +44,7 @@ from suites.protocols.dynamics_training.train import (
     training_data,
 )
 from suites.tasks import TaskDistribution, TaskParams, get_distribution
+from suites.tasks.spaces import MAX_TEST_TASKS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,7 +53,8 @@ class DynamicsSettings(TrainingSettings):
 
     Held-out tasks are collected and cut into windows like the training tasks (``episodes_per_task``,
     ``horizon``, ``support_episodes``, ``sequence_length``), and test-time k-step adaptation
-    takes inner SGD steps at ``inner_lr``.
+    takes inner SGD steps at ``inner_lr``. Besides the training fields' checks, every field here is
+    positive and at most its bound in ``DYNAMICS_MAX`` (``test_tasks``: the held-out pool).
 
     Attributes:
         test_tasks: held-out tasks evaluated per cell.
@@ -61,7 +63,8 @@ class DynamicsSettings(TrainingSettings):
         streams: held-out task-switch streams for the online error.
         stream_horizon: steps per stream.
         switch_at: the step at which a stream's task switches.
-        adapter_window: steps per online Adapter update (and prediction chunk).
+        adapter_window: steps per online Adapter update (and prediction chunk); at most
+            ``stream_horizon``.
         adapter_lr: Adapter learning rate.
         adapter_optimizer: Adapter optimiser, "sgd" or "adam". SGD by default, like the inner
             loop that meta-trained the initialisation: Adam's first steps move every weight by
@@ -92,12 +95,29 @@ class DynamicsSettings(TrainingSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive(self, (name for name in self.protocol_fields() if name != "adapter_optimizer"))
+        require_at_most(self, DYNAMICS_MAX)
         if self.adapter_optimizer not in ("sgd", "adam"):
             raise ValueError(f"adapter_optimizer: expected 'sgd' or 'adam', got {self.adapter_optimizer!r}")
         if self.switch_at >= self.stream_horizon:
             raise ValueError(
                 f"switch_at: expected less than stream_horizon {self.stream_horizon}, got {self.switch_at}"
             )
+        if self.adapter_window > self.stream_horizon:
+            raise ValueError(f"adapter_window: expected at most stream_horizon {self.stream_horizon}, "
+                             f"got {self.adapter_window}")  # fmt: skip
+
+
+DYNAMICS_MAX: dict[str, float] = {
+    "test_tasks": MAX_TEST_TASKS,
+    "eval_inner_steps": 1_000,
+    "log_every": 10_000_000,
+    "streams": 10_000,
+    "stream_horizon": 1_000_000,
+    "adapter_lr": MAX_LR,
+    "adapter_steps": 1_000,
+    "timing_repeats": 100_000,
+}
+"""Upper bounds of the dynamics protocol's own fields (``test_tasks``: the held-out pool's size)."""
 
 
 def run(cell: Cell) -> list[Measurement]:

@@ -53,7 +53,13 @@ from meta import MetaMAML
 from models import SequenceModel, count_params, make_model
 from suites.data import Normalizer, collect, fit_normalizer
 from suites.protocols.base import Cell, Measurement
-from suites.protocols.dynamics_training.settings import TrainingSettings, require_positive
+from suites.protocols.dynamics_training.settings import (
+    MAX_LR,
+    TrainingSettings,
+    check_windows,
+    require_at_most,
+    require_positive,
+)
 from suites.protocols.dynamics_training.train import (
     ModelStore,
     TrainingKey,
@@ -75,6 +81,7 @@ from suites.protocols.mpc import (
 )
 from suites.protocols.mpc.controllers import Controller
 from suites.tasks import TaskDistribution, TaskParams, get_distribution, tasks_of_family
+from suites.tasks.spaces import MAX_TEST_TASKS
 
 ARMS = ("unadapted", "maml", "maml+adapter", "oracle", "random")
 """Valid arms; all but ``random`` plan with a model and report model_error, plan_ms and params."""
@@ -102,7 +109,8 @@ class MPCSettings(TrainingSettings):
         cem_iterations: CEM rounds per control step.
         elites: CEM elites per round.
         adapt_window: M, the recent transitions each online adaptation uses.
-        adapt_every: steps between MAML adaptations (GrBAL adapts every step: 1).
+        adapt_every: steps between MAML adaptations (GrBAL adapts every step: 1); at most
+            ``episode_steps``, as are ``adapt_window`` and ``adapter_every``.
         adapt_steps: k, inner SGD steps per online MAML adaptation.
         adapt_lr: SGD learning rate of the online MAML adaptation; None: ``inner_lr`` (GrBAL's
             choice). 0.1 overshoots on MPC windows, whose states lie outside the random-policy
@@ -111,7 +119,9 @@ class MPCSettings(TrainingSettings):
         adapter_lr: Adapter learning rate; 1e-3 cuts the one-step error on a heavy pendulum (MLP,
             updating every step) from 0.057 to 0.015.
         adapter_steps: Adapter optimiser steps per update.
-        oracle_episodes: random-policy episodes of the true task the oracle trains on.
+        oracle_episodes: random-policy episodes of the true task the oracle trains on; with the
+            ``oracle`` arm, more than ``support_episodes`` and enough for ``query_windows``
+            (``check_arms``, called when a suite is loaded).
     """
 
     # this protocol's defaults of the training fields that have no common one
@@ -141,12 +151,26 @@ class MPCSettings(TrainingSettings):
         super().__post_init__()
         unchecked = ("planner", "adapt_lr") if self.adapt_lr is None else ("planner",)
         require_positive(self, (name for name in self.protocol_fields() if name not in unchecked))
-        if self.adapt_window > self.episode_steps:
-            raise ValueError(f"adapt_window: expected at most episode_steps {self.episode_steps}, "
-                             f"got {self.adapt_window}")  # fmt: skip
+        require_at_most(self, MPC_MAX)
+        for name in ("adapt_window", "adapt_every", "adapter_every"):
+            if getattr(self, name) > self.episode_steps:
+                raise ValueError(f"{name}: expected at most episode_steps {self.episode_steps}, "
+                                 f"got {getattr(self, name)}")  # fmt: skip
         if self.oracle_episodes < 2:
             raise ValueError(f"oracle_episodes: expected at least 2 (support and query), got {self.oracle_episodes}")
         self.planner_config()  # the planner's own checks, with its field names
+
+    def check_arms(self, arms: tuple[str, ...]) -> None:
+        """Raise ValueError if the ``oracle`` arm is among ``arms`` and its data cannot be cut into
+        windows as the training tasks' are: ``oracle_episodes`` episodes of ``horizon`` steps, the
+        first ``support_episodes`` giving support windows, the rest query windows."""
+        if "oracle" not in arms:
+            return
+        if self.oracle_episodes <= self.support_episodes:
+            raise ValueError(f"oracle_episodes: expected more than support_episodes {self.support_episodes} with "
+                             f"the oracle arm, got {self.oracle_episodes}")  # fmt: skip
+        check_windows(self, "query_windows", self.query_windows, self.oracle_episodes - self.support_episodes,
+                      "with the oracle arm, oracle_episodes - support_episodes")  # fmt: skip
 
     def planner_config(self) -> PlannerConfig:
         """The planner these settings describe."""
@@ -156,6 +180,22 @@ class MPCSettings(TrainingSettings):
     def online_lr(self) -> float:
         """The online MAML adaptation's learning rate: ``adapt_lr``, or ``inner_lr`` if unset."""
         return self.inner_lr if self.adapt_lr is None else self.adapt_lr
+
+
+MPC_MAX: dict[str, float] = {
+    "test_tasks": MAX_TEST_TASKS,
+    "episodes": 10_000,
+    "episode_steps": 1_000_000,
+    "plan_horizon": 10_000,
+    "candidates": 1_000_000,
+    "cem_iterations": 1_000,
+    "adapt_steps": 1_000,
+    "adapt_lr": MAX_LR,
+    "adapter_lr": MAX_LR,
+    "adapter_steps": 1_000,
+    "oracle_episodes": 100_000,
+}
+"""Upper bounds of the mpc protocol's own fields (``test_tasks``: the held-out pool's size)."""
 
 
 def run(cell: Cell) -> list[Measurement]:

@@ -42,14 +42,20 @@ import torch
 from meta.functional import Params
 from models import count_params
 from suites.protocols.base import Cell, Measurement
+from suites.protocols.dynamics_training.settings import MAX_LR, check_types, require_at_most
 from suites.protocols.policy import Policy, adapt, make_batch_env, make_policy, meta_loss, process, rollout
 from suites.protocols.policy.pg import ESTIMATORS, PGBatch, post_loss
 from suites.tasks import TaskDistribution, TaskParams, get_distribution, tasks_of_family
+from suites.tasks.spaces import MAX_TEST_TASKS
 
 
 @dataclasses.dataclass(frozen=True)
 class PolicySettings:
     """Budgets and evaluation settings of the policy protocol.
+
+    Checked when built: types (numbers finite), the ranges below and the bounds in
+    ``POLICY_MAX`` (``test_tasks``: at most the held-out pool), ``init_std`` at least
+    ``MIN_INIT_STD``.
 
     Attributes:
         meta_iterations: outer steps (and Adam updates of the pretrain arm).
@@ -88,6 +94,7 @@ class PolicySettings:
     log_every: int = 1
 
     def __post_init__(self) -> None:
+        check_types(self)  # ints, finite numbers (no inf, no NaN), a string estimator, a bool first_order
         for name in ("meta_iterations", "meta_batch", "episodes_per_task", "test_tasks", "test_episodes", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -106,6 +113,27 @@ class PolicySettings:
             raise ValueError(f"first_order: expected a bool, got {self.first_order!r}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator: expected one of {list(ESTIMATORS)}, got {self.estimator!r}")
+        require_at_most(self, POLICY_MAX)
+        if self.init_std < MIN_INIT_STD:
+            raise ValueError(f"init_std: expected at least {MIN_INIT_STD}, got {self.init_std!r}")
+
+
+POLICY_MAX: dict[str, float] = {
+    "meta_iterations": 10_000_000,
+    "meta_batch": 100_000,
+    "episodes_per_task": 100_000,
+    "inner_lr": MAX_LR,
+    "outer_lr": MAX_LR,
+    "init_std": 1_000.0,
+    "test_tasks": MAX_TEST_TASKS,
+    "test_episodes": 100_000,
+    "log_every": 10_000_000,
+}
+"""Upper bounds of the policy settings (``test_tasks``: the held-out pool's size)."""
+
+MIN_INIT_STD = 1e-6
+"""Lower bound of ``init_std``: an action off the mean has a log-probability of order -1/std^2, which
+overflows float32 below about 1e-19; 1e-6 stays far from that."""
 
 
 def run(cell: Cell) -> list[Measurement]:

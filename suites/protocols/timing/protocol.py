@@ -41,6 +41,7 @@ from meta import MetaMAML, TaskBatch
 from models import SequenceModel, count_params, make_model
 from suites.data.throughput import measure as measure_throughput
 from suites.protocols.base import Cell, Measurement
+from suites.protocols.dynamics_training.settings import check_types, require_distinct
 from suites.protocols.timing.measure import (
     CLOCKS,
     TimingStats,
@@ -49,6 +50,7 @@ from suites.protocols.timing.measure import (
     time_call,
     time_interleaved,
 )
+from suites.tasks import TASKS
 
 COMPLEXITY: dict[str, tuple[str, str]] = {
     "ssm": ("O(T d N + T d^2)", "diagonal scan O(T d N) work (state size N per channel) plus per-step projections"),
@@ -64,6 +66,9 @@ COMPLEXITY: dict[str, tuple[str, str]] = {
 @dataclasses.dataclass(frozen=True)
 class TimingSettings:
     """Sizes, repeats and device of the timing protocol.
+
+    Checked when built: types (finite numbers), every int at most its bound in ``TIMING_MAX``,
+    and no value twice in a list (a repeated T or width would time the same point twice).
 
     Attributes:
         seq_lengths: sequence lengths T of the forward+backward sweep (at least two).
@@ -81,7 +86,8 @@ class TimingSettings:
         maml_inner_steps: inner SGD steps per meta-update.
         maml_first_order: first-order MAML (no second derivatives).
         maml_repeats: timed meta-updates per point and path.
-        collect_tasks: task distributions whose collection throughput is measured (none: skip).
+        collect_tasks: task distributions whose collection throughput is measured (none: skip);
+            known task names.
         collect_task_count: tasks per ``collect`` call.
         collect_episodes: episodes per task.
         collect_horizon: steps per episode.
@@ -125,6 +131,7 @@ class TimingSettings:
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("seq_lengths", "hidden_sizes", "step_batches", "maml_tasks"):
             values = getattr(self, name)
             if not values or any(v < 1 for v in values):
@@ -147,6 +154,42 @@ class TimingSettings:
             raise ValueError(f"clock: expected one of {list(CLOCKS)}, got {self.clock!r}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence: expected a value in (0, 1), got {self.confidence!r}")
+        for name in ("seq_lengths", "hidden_sizes", "step_batches", "steps_taken", "maml_tasks", "collect_tasks"):
+            require_distinct(name, getattr(self, name))
+        for name, high in TIMING_MAX.items():
+            values = getattr(self, name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if value > high:
+                    what = "values of at most" if isinstance(values, tuple) else "at most"
+                    raise ValueError(f"{name}: expected {what} {high}, got {value!r}")
+        for task in self.collect_tasks:
+            if task not in TASKS:
+                raise ValueError(f"collect_tasks: unknown value {task!r}; valid choices are {sorted(TASKS)}")
+
+
+TIMING_MAX: dict[str, int] = {
+    "seq_lengths": 1_000_000,
+    "batch_size": 100_000,
+    "hidden_sizes": 65_536,
+    "hidden_seq_length": 1_000_000,
+    "step_batches": 100_000,
+    "steps_taken": 1_000_000,
+    "step_repeats": 100_000,
+    "maml_tasks": 10_000,
+    "maml_windows": 100_000,
+    "maml_length": 1_000_000,
+    "maml_inner_steps": 1_000,
+    "maml_repeats": 100_000,
+    "collect_task_count": 10_000,
+    "collect_episodes": 100_000,
+    "collect_horizon": 1_000_000,
+    "collect_repeats": 100_000,
+    "input_dim": 100_000,
+    "output_dim": 100_000,
+    "warmup": 100_000,
+    "repeats": 100_000,
+}
+"""Upper bounds of the timing settings' ints (each value of a list field), beyond any real sweep."""
 
 
 def run(cell: Cell) -> list[Measurement]:

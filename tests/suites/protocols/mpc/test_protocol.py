@@ -95,17 +95,35 @@ def test_rejects_reward_tasks_and_unknown_training_arms() -> None:
         ({"elites": 100}, "planner elites: expected at most candidates"),
         ({"adapt_window": 500}, "adapt_window: expected at most episode_steps 100, got 500"),
         ({"oracle_episodes": 1}, "oracle_episodes: expected at least 2"),
-        ({"support_episodes": 4}, None),
+        # a training setting the windows cannot hold fails when the settings are built, not in the cell
+        ({"support_episodes": 4, "episodes_per_task": 2},
+         r"^support_episodes: expected between 1 and 1 \(episodes_per_task - 1\), got 4$"),
+        ({"adapt_every": 101}, "^adapt_every: expected at most episode_steps 100, got 101$"),
+        ({"adapter_every": 101}, "^adapter_every: expected at most episode_steps 100, got 101$"),
+        ({"adapt_lr": float("inf")}, "^adapt_lr: expected a finite number or None, got inf$"),
+        ({"adapter_lr": float("nan")}, "^adapter_lr: expected a finite number, got nan$"),
+        ({"adapt_lr": 11.0}, "^adapt_lr: expected at most 10, got 11.0$"),
+        ({"test_tasks": 101}, "^test_tasks: expected at most 100, got 101$"),
+        ({"candidates": 2_000_000, "elites": 8}, "^candidates: expected at most 1000000, got 2000000$"),
     ],
-)
-def test_bad_settings_name_the_field(kwargs: dict, message: str | None) -> None:
-    if message is None:  # a bad training setting fails when the windows are cut, naming the field
-        settings = MPCSettings(**{**TINY.__dict__, **kwargs, "episodes_per_task": 2})
-        with pytest.raises(ValueError, match="support_episodes"):
-            run(Cell("tiny", "mpc", "pendulum-mass-length", "mlp", "maml", 0, ("maml",), 2000, settings))
-        return
+)  # fmt: skip
+def test_bad_settings_name_the_field(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MPCSettings(**kwargs)
+
+
+def test_the_oracle_arm_needs_episodes_for_its_windows() -> None:
+    """The oracle cuts oracle_episodes episodes like the training tasks': checked for suites that run it."""
+    settings = MPCSettings(oracle_episodes=2)  # support_episodes 2: no query episode left
+    settings.check_arms(("maml", "random"))  # without the oracle arm the field is unused
+    with pytest.raises(ValueError, match=r"^oracle_episodes: expected more than support_episodes 2 with the "
+                                         r"oracle arm, got 2$"):  # fmt: skip
+        settings.check_arms(("maml", "oracle"))
+    few = MPCSettings(oracle_episodes=3, query_windows=6)  # 1 query episode x 5 windows of 20 in 100 steps
+    with pytest.raises(ValueError, match=r"^query_windows: expected at most 5 \(with the oracle arm, oracle_episodes "
+                                         r"- support_episodes 1 x 5 windows of sequence_length 20 in horizon 100\), "
+                                         r"got 6$"):  # fmt: skip
+        few.check_arms(("oracle",))
 
 
 @pytest.mark.slow

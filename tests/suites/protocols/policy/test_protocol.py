@@ -68,6 +68,27 @@ def test_settings_errors_name_the_field(field, value):
         PolicySettings(**{field: value})
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("init_std", math.inf, "init_std: expected a finite number, got inf"),
+        ("inner_lr", math.inf, "inner_lr: expected a finite number, got inf"),
+        ("outer_lr", -math.inf, "outer_lr: expected a finite number, got -inf"),
+        ("gamma", math.nan, "gamma: expected a finite number, got nan"),
+        ("estimator", ["lvc"], "estimator: expected a string, got ['lvc']"),
+        ("init_std", 1e-7, "init_std: expected at least 1e-06, got 1e-07"),
+        ("init_std", 1001.0, "init_std: expected at most 1000, got 1001.0"),
+        ("inner_lr", 11.0, "inner_lr: expected at most 10, got 11.0"),
+        ("test_tasks", 101, "test_tasks: expected at most 100, got 101"),
+        ("meta_batch", 100_001, "meta_batch: expected at most 100000, got 100001"),
+    ],
+)  # fmt: skip
+def test_settings_refuse_non_finite_and_out_of_range(field, value, message):
+    with pytest.raises(ValueError) as info:
+        PolicySettings(**{field: value})
+    assert str(info.value) == message
+
+
 def test_registered_with_the_reward_tasks_and_in_the_suites():
     protocol = PROTOCOLS["policy"]
     assert protocol.arms == ("maml", "pretrain")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -94,6 +95,27 @@ def test_settings_errors_name_the_field() -> None:
         TimingSettings(device="tpu")
     with pytest.raises(ValueError, match=r"steps_taken: expected a non-empty list of ints >= 0, got \[-1\]"):
         TimingSettings(steps_taken=(-1,))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seq_lengths": (8, 16, 8)}, "seq_lengths: expected distinct values, got 8 twice"),
+        ({"steps_taken": (0, 0)}, "steps_taken: expected distinct values, got 0 twice"),
+        ({"collect_tasks": ("pendulum-mass-length",) * 2},
+         "collect_tasks: expected distinct values, got 'pendulum-mass-length' twice"),
+        ({"collect_tasks": ("nope",)}, "collect_tasks: unknown value 'nope'; valid choices are ['ant-crippled-leg', "),
+        ({"confidence": math.nan}, "confidence: expected a finite number, got nan"),
+        ({"seq_lengths": (8, 2_000_000)}, "seq_lengths: expected values of at most 1000000, got 2000000"),
+        ({"batch_size": 100_001}, "batch_size: expected at most 100000, got 100001"),
+        ({"seq_lengths": [8, 16]}, "seq_lengths: expected a tuple of ints, got [8, 16]"),
+        ({"device": 0}, "device: expected a string, got 0"),
+    ],
+)  # fmt: skip
+def test_settings_refuse_duplicates_unknown_tasks_and_out_of_range(change: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        TimingSettings(**change)
+    assert str(info.value).startswith(message)
 
 
 def test_builtin_suites_have_timing_cells_one_per_model_and_seed() -> None:
