@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--yes", action="store_true",
                    help="run even if the run has more than 10000 cells or its --jobs cells at once would not fit "
-                        "this machine's available memory (an estimate; see suites/preflight.py)")  # fmt: skip
+                        "this machine's available memory (an estimate; see suites/size_estimate.py)")  # fmt: skip
     p.set_defaults(func=cmd_run, check=_check_run_args)
 
     p = sub.add_parser("report", help="build a report from a run directory", description=cmd_report.__doc__)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import random
 import threading
 import time
-import tomllib
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -43,6 +41,7 @@ from suites.lock import RunLock, RunLockedError, pid_alive
 from suites.metadata import run_metadata
 from suites.protocols import PROTOCOLS
 from suites.protocols.base import Cell
+from suites.resume import check_resume, check_stored_models, to_toml
 from suites.spec import SuiteSpec
 from suites.storage import (
     CELL_COLUMNS,
@@ -223,95 +222,6 @@ def execute_cell(
     return record
 
 
-def _definition(toml_text: str) -> dict[str, Any]:
-    table = tomllib.loads(toml_text)
-    table.pop("description", None)
-    return table
-
-
-def _stored_definitions(run_dir: Path, spec: SuiteSpec) -> tuple[list[str], list[str]]:
-    """What a run directory without suite.hash records of its suite definition.
-
-    Returns:
-        (agreeing, disagreeing): one line per file that records a definition (meta.json's and
-        each cell record's suite hash, suite.toml's content), sorted into those that match
-        ``spec`` and those that do not (naming the file and what it records).
-    """
-    expected = spec.hash()
-    agree: list[str] = []
-    disagree: list[str] = []
-    hashes: dict[Path, Any] = {}
-    for path in [run_dir / "meta.json", *sorted((run_dir / "cells").glob("*.json"))]:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue  # unreadable: says nothing (an unreadable cell record is run again anyway)
-        if isinstance(data, dict) and data.get("suite_hash"):
-            hashes[path] = data["suite_hash"]
-    for path, given in hashes.items():
-        name = path.relative_to(run_dir)
-        if given == expected:
-            agree.append(str(name))
-        else:
-            disagree.append(f"{name} records suite definition {given}")
-    toml = run_dir / "suite.toml"
-    if toml.is_file():
-        try:
-            same = _definition(toml.read_text()) == _definition(_to_toml(spec.to_dict()))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            disagree.append("suite.toml is unreadable")
-        else:
-            (agree if same else disagree).append("suite.toml" if same else "suite.toml holds another definition")
-    return agree, disagree
-
-
-def _check_resume(run_dir: Path, spec: SuiteSpec) -> None:
-    """Refuse a run directory that holds a different suite definition.
-
-    ``suite.hash`` decides when it is there. When it is missing, every file that records a
-    definition must agree with this suite (the file is then rebuilt, with a warning); one that
-    disagrees refuses the directory, naming it.
-    """
-    expected = spec.hash()
-    recorded = run_dir / "suite.hash"
-    if recorded.is_file():
-        given = recorded.read_text().strip()
-        if given != expected:
-            raise SpecError(
-                f"--out {run_dir}: holds a run of a different suite definition (hash "
-                f"{given}, this one {expected}); use a new --out directory"
-            )
-        return
-    agree, disagree = _stored_definitions(run_dir, spec)
-    if disagree:
-        more = f" (and {len(disagree) - 1} more)" if len(disagree) > 1 else ""
-        raise SpecError(
-            f"--out {run_dir}: holds a run of a different suite definition: suite.hash is missing and "
-            f"{disagree[0]}{more}, this one is {expected}; use a new --out directory"
-        )
-    if agree:
-        shown = ", ".join(agree[:3]) + (f" and {len(agree) - 3} more" if len(agree) > 3 else "")
-        log.warning("%s: missing; rebuilt from %s, which record this suite's definition %s", recorded, shown, expected)
-
-
-def _check_stored_models(run_dir: Path) -> None:
-    """Remove stored models (``models/*.pt``) that cannot be loaded, with a warning naming each:
-    the first cell that needs one then trains and stores it again instead of failing on it."""
-    folder = run_dir / "models"
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.glob("*.pt")):
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(blob, dict):
-                raise ValueError(f"expected a dict, got {type(blob).__name__}")
-        except Exception as err:  # any loader failure means a damaged file: name it and why
-            first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
-            log.warning("%s: unreadable (%s: %s); removed, the cell that needs it trains the model again",
-                        path, type(err).__name__, first[:200])  # fmt: skip
-            path.unlink()
-
-
 def _run_parallel(
     cells: list[Cell], run_dir: Path, jobs: int, threads: int, backend: str, scheduler: str | None, suite_hash: str
 ) -> Iterator[dict[str, Any]]:
@@ -390,10 +300,10 @@ def _run_locked(
 ) -> RunSummary:
     suite_hash = spec.hash()
     with writing(run_dir):
-        _check_resume(run_dir, spec)
+        check_resume(run_dir, spec)
         write_text(run_dir / "suite.hash", suite_hash + "\n")
-        write_text(run_dir / "suite.toml", _to_toml(spec.to_dict()))
-        _check_stored_models(run_dir)
+        write_text(run_dir / "suite.toml", to_toml(spec.to_dict()))
+        check_stored_models(run_dir)
 
     start = time.perf_counter()
     cells = expand_cells(spec)
@@ -451,24 +361,3 @@ def write_tables(
     write_table(run_dir / "cells.parquet", cells_table, stamp)
     write_json(run_dir / "meta.json", run_metadata(spec, **run_info))
     return rows, cells_table
-
-
-def _to_toml(data: dict[str, Any]) -> str:
-    """The resolved suite as TOML (flat values first, then one table per protocol)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if v is None:
-            return '"none"'
-        return repr(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for name, table in data.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{name}]"] + [f"{k} = {value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"

@@ -23,6 +23,10 @@ class SpecError(ValueError):
     """A suite definition is invalid; the message names the file, field, value and choices."""
 
 
+class PreflightError(ValueError):
+    """A run would fail, or should not start, for a reason found before any compute; one line."""
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))

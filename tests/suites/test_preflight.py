@@ -12,18 +12,17 @@ from pathlib import Path
 import pytest
 
 import suites.preflight as preflight
+import suites.size_estimate as size_estimate
 from suites.cli import main
 from suites.preflight import (
-    MAX_CELLS,
     PreflightError,
     check_devices,
     check_output_dir,
     check_run,
     check_scheduler,
     check_scheduler_address,
-    check_size,
-    estimate,
 )
+from suites.size_estimate import MAX_CELLS, check_size, estimate
 from suites.spec import load_suite
 
 
@@ -200,7 +199,7 @@ def test_too_many_cells_are_refused() -> None:
 
 
 def test_a_cell_larger_than_memory_is_refused(monkeypatch) -> None:
-    monkeypatch.setattr(preflight, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(size_estimate, "available_memory", lambda: 2**30)
     spec = load_suite("quick", overrides=["dynamics.horizon=20000"])
     with pytest.raises(PreflightError, match=r"quick\.toml: dynamics: expected a cell to fit in the 1\.0 GB of memory "
                                              r"available, got an estimated \d+\.\d GB per cell \(collected data about "
@@ -209,7 +208,7 @@ def test_a_cell_larger_than_memory_is_refused(monkeypatch) -> None:
 
 
 def test_jobs_whose_cells_together_exceed_memory_are_refused(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(preflight, "available_memory", lambda: 3 * 2**30)
+    monkeypatch.setattr(size_estimate, "available_memory", lambda: 3 * 2**30)
     spec = load_suite("quick")
     check_size(spec, 4, "loky")  # 4 x about 0.5 GB
     with pytest.raises(PreflightError, match=r"^--jobs 16: expected 16 cells at once to fit in the 3\.0 GB of memory "
