@@ -5,6 +5,10 @@ observation=False``): obs = qpos (15) + qvel (14) + clipped contact forces of bo
 (78) = 107. Velocity, goal distance and the contact cost are then functions of (obs, action,
 next_obs), and the batched rewards are exact.
 
+Splits (suites/tasks/README.md): crippled leg: train legs 0 and 1, validation leg 2, test leg 3;
+goal: interleaved grid cells, tasks of different splits >= 0.3 apart; the direction tasks share
+their two values (+1, -1) between train, validation and test: only seeds are held out there.
+
 References:
     Finn et al. 2017 (cbfinn/maml_rl: rllab/envs/mujoco/ant_env_rand_direc.py): direction
     reward dir * v - 0.005 ||a||^2 - 0.0005 ||clip(f_contact)||^2 + 0.05, episode over when
@@ -109,7 +113,10 @@ def _contact(next_obs: Array) -> Array:
 
 # ---- dynamics shift -------------------------------------------------------------------------
 
-CRIPPLED = ChoiceSpace(name="crippled_leg", train=(0, 1, 2), test=(3,), labels=tuple(enumerate(LEGS)))
+CRIPPLED = ChoiceSpace(name="crippled_leg", train=(0, 1), validation=(2,), test=(3,), labels=tuple(enumerate(LEGS)))
+"""Legs by hip position: 0 (+x, +y), 1 (-x, +y), 2 (-x, -y), 3 (+x, -y); the ant walks along +x. Train
+with a +y leg disabled; validation leg 2 and test leg 3 are the mirror images of training legs 1 and 0
+across the walking axis."""
 
 
 def forward_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
@@ -144,7 +151,9 @@ class AntCrippledLegEnv(AntTaskEnv):
 # ---- reward-defined -------------------------------------------------------------------------
 
 DIRECTION = ChoiceSpace(name="direction", train=(1, -1), labels=((1, "+x"), (-1, "-x")))
-GOAL = DiscSpace(names=("goal_x", "goal_y"), radius=3.0)
+"""Only two values: train, validation and test share both; only seeds are held out."""
+GOAL = DiscSpace(names=("goal_x", "goal_y"), radius=3.0, cells=5)
+"""The disc of radius 3 split on 5 x 5 cells over [-3, 3]^2, splits >= 0.3 apart (0.05 of 6)."""
 
 
 def dir_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:

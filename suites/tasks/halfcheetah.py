@@ -7,6 +7,12 @@ v = (x' - x) / dt, is a function of (obs, next_obs) and the batched rewards are 
 Dynamics parameters are written into the compiled MuJoCo model from copies of its original
 arrays, so each ``set_task`` starts from the unmodified model.
 
+Splits (suites/tasks/README.md): mass-damping and velocity on interleaved grid cells, tasks of
+different splits >= 0.05 of the range apart (mass-damping also has an out-of-distribution test
+region); crippled joint: train thighs and feet, validation the back shin, test the front shin; the
+direction tasks share their two values (+1, -1) between train, validation and test: only seeds are
+held out there.
+
 References:
     Finn et al. 2017, "Model-Agnostic Meta-Learning" (cbfinn/maml_rl: half_cheetah_env_rand.py,
     half_cheetah_env_rand_direc.py): velocity and direction rewards, control cost 0.05 ||a||^2.
@@ -93,8 +99,14 @@ def _velocity(obs: Array, next_obs: Array) -> Array:
 
 # ---- dynamics shift -------------------------------------------------------------------------
 
-MASS_DAMPING = BoxSpace(names=("mass_scale", "damping_scale"), low=(0.5, 0.5), high=(1.5, 1.5))
-CRIPPLED = ChoiceSpace(name="crippled_joint", train=(0, 2, 3, 5), test=(1, 4), labels=tuple(enumerate(JOINTS)))
+MASS_DAMPING = BoxSpace(names=("mass_scale", "damping_scale"), low=(0.5, 0.5), high=(1.5, 1.5), cells=5,
+                        ood_low=(0.25, 0.25), ood_high=(2.0, 2.0))  # fmt: skip
+"""Task range [0.5, 1.5]^2 split on 5 x 5 cells, splits >= 0.05 apart (0.05 of the range); the
+out-of-distribution test region: [0.25, 2.0]^2 minus [0.45, 1.55]^2 (>= 0.05 outside the range)."""
+CRIPPLED = ChoiceSpace(name="crippled_joint", train=(0, 2, 3, 5), validation=(1,), test=(4,),
+                       labels=tuple(enumerate(JOINTS)))  # fmt: skip
+"""Train with a thigh or a foot disabled; validation: the back shin; test: the front shin (the same
+kind of joint as the validation one, on the other leg)."""
 
 
 def run_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
@@ -139,8 +151,11 @@ class HalfCheetahCrippledJointEnv(HalfCheetahTaskEnv):
 
 # ---- reward-defined -------------------------------------------------------------------------
 
-VELOCITY = BoxSpace(names=("target_velocity",), low=(0.0,), high=(2.0,))
+VELOCITY = BoxSpace(names=("target_velocity",), low=(0.0,), high=(2.0,), cells=9)
+"""U[0, 2] split on 9 cells (train, validation, train, test, ..., train: both ends train), splits
+>= 0.1 m/s apart (0.05 of the range)."""
 DIRECTION = ChoiceSpace(name="direction", train=(1, -1), labels=((1, "forward"), (-1, "backward")))
+"""Only two values: train, validation and test share both; only seeds are held out."""
 
 
 def vel_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:

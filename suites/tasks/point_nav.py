@@ -23,7 +23,8 @@ from suites.tasks.base import Array, TaskDistribution
 from suites.tasks.spaces import BoxSpace, TaskParams
 
 NAME = "point-nav-2d"
-SPACE = BoxSpace(names=("goal_x", "goal_y"), low=(-0.5, -0.5), high=(0.5, 0.5))
+SPACE = BoxSpace(names=("goal_x", "goal_y"), low=(-0.5, -0.5), high=(0.5, 0.5), cells=5)
+"""Goals in [-0.5, 0.5]^2 split on 5 x 5 cells, splits >= 0.05 apart (0.05 of the range)."""
 MAX_STEP = 0.1
 GOAL_TOLERANCE = 0.01
 
