@@ -40,6 +40,11 @@ def square_sum(x: Array) -> Array:
     return (x * x).sum(-1)
 
 
+def clip(x: Array, low: float, high: float) -> Array:
+    """``x`` clipped to [low, high] element-wise, numpy or torch (an action to its bounds)."""
+    return x.clip(low, high)
+
+
 class VectorTaskEnv(Protocol):
     """Many envs of a distribution stepped as one numpy computation (a fast path for collection).
 

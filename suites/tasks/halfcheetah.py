@@ -5,7 +5,9 @@ Every variant observes the root x position too (``exclude_current_positions_from
 False``; obs = qpos (9) + qvel (9) = 18), so the forward velocity the rewards use,
 v = (x' - x) / dt, is a function of (obs, next_obs) and the batched rewards are exact.
 Dynamics parameters are written into the compiled MuJoCo model from copies of its original
-arrays, so each ``set_task`` starts from the unmodified model.
+arrays, so each ``set_task`` starts from the unmodified model. Actions are clipped to the action
+bounds [-1, 1] before the simulation and the control cost see them, in ``step`` and in the batched
+rewards alike (as the MAML code's normalised envs did), so a planner and the env charge the same cost.
 
 Splits (suites/tasks/README.md): mass-damping and velocity on interleaved grid cells, tasks of
 different splits >= 0.05 of the range apart (mass-damping also has an out-of-distribution test
@@ -29,12 +31,20 @@ import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
-from suites.tasks.base import Array, TaskDistribution, square_sum
+from suites.tasks.base import Array, TaskDistribution, clip, square_sum
 from suites.tasks.mujoco_models import CachedModelMixin
 from suites.tasks.spaces import BoxSpace, ChoiceSpace, ParamSpace, TaskParams
 
 DT = 0.05
 """Seconds per env step: timestep 0.01 x frame_skip 5."""
+
+ACTION_LOW, ACTION_HIGH = -1.0, 1.0
+"""Every actuator's control range (half_cheetah.xml ``ctrlrange``): the action space's bounds."""
+
+
+def _ctrl_cost_sq(action: Array) -> Array:
+    """||clip(a)||^2 over the last axis: the squared norm of the action the env applies."""
+    return square_sum(clip(action, ACTION_LOW, ACTION_HIGH))
 
 
 def _square_norm(action: np.ndarray) -> float:
@@ -83,7 +93,9 @@ class HalfCheetahTaskEnv(CachedModelMixin, HalfCheetahEnv):
     def step(  # type: ignore[override]  # gymnasium annotates reward and info as float64
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """One step; the reward is the task's, from the root's x displacement and the action."""
+        """One step of the action clipped to its bounds; the reward is the task's, from the root's x
+        displacement and the clipped action."""
+        action = np.clip(action, self.action_space.low, self.action_space.high)
         x_before = float(self.data.qpos[0])
         self.do_simulation(action, self.frame_skip)
         velocity = (float(self.data.qpos[0]) - x_before) / DT
@@ -110,8 +122,8 @@ kind of joint as the validation one, on the other leg)."""
 
 
 def run_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """HalfCheetah-v5's own reward v - 0.1 ||a||^2 (the dynamics-shift tasks keep it)."""
-    return _velocity(obs, next_obs) - 0.1 * square_sum(action)
+    """HalfCheetah-v5's own reward v - 0.1 ||clip(a)||^2 (the dynamics-shift tasks keep it)."""
+    return _velocity(obs, next_obs) - 0.1 * _ctrl_cost_sq(action)
 
 
 class HalfCheetahMassDampingEnv(HalfCheetahTaskEnv):
@@ -159,13 +171,13 @@ DIRECTION = ChoiceSpace(name="direction", train=(1, -1), labels=((1, "forward"),
 
 
 def vel_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """-|v - v*| - 0.05 ||a||^2 (Finn et al. 2017)."""
-    return -abs(_velocity(obs, next_obs) - task["target_velocity"]) - 0.05 * square_sum(action)
+    """-|v - v*| - 0.05 ||clip(a)||^2 (Finn et al. 2017)."""
+    return -abs(_velocity(obs, next_obs) - task["target_velocity"]) - 0.05 * _ctrl_cost_sq(action)
 
 
 def dir_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """dir * v - 0.05 ||a||^2 (Finn et al. 2017)."""
-    return task["direction"] * _velocity(obs, next_obs) - 0.05 * square_sum(action)
+    """dir * v - 0.05 ||clip(a)||^2 (Finn et al. 2017)."""
+    return task["direction"] * _velocity(obs, next_obs) - 0.05 * _ctrl_cost_sq(action)
 
 
 class HalfCheetahVelEnv(HalfCheetahTaskEnv):

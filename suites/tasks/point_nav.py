@@ -127,7 +127,12 @@ class PointNavVec:
 
 
 def reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """-||p' - g||_2 with p' the position after the step (= next_obs)."""
+    """-||p' - g||_2 with p' the position after the step (= next_obs).
+
+    No control cost: the action enters only through the move, which the env clips to
+    [-0.1, 0.1]^2 (``step`` and ``PointNavVec`` alike), so an action beyond the bounds moves the
+    point, and is rewarded, exactly as the clipped one.
+    """
     dx = next_obs[..., 0] - task["goal_x"]
     dy = next_obs[..., 1] - task["goal_y"]
     return -((dx * dx + dy * dy) ** 0.5)
