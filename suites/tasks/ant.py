@@ -102,7 +102,7 @@ class AntTaskEnv(CachedModelMixin, AntEnv):
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One step of the action clipped to its bounds; the task's reward from the torso's
         displacement, the clipped action and the contacts."""
-        action = np.clip(action, self.action_space.low, self.action_space.high)
+        action = np.clip(action, ACTION_LOW, ACTION_HIGH)
         xy_before = self.data.qpos[:2].copy()
         self.do_simulation(action, self.frame_skip)
         xy = self.data.qpos[:2].copy()

@@ -95,7 +95,7 @@ class HalfCheetahTaskEnv(CachedModelMixin, HalfCheetahEnv):
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One step of the action clipped to its bounds; the reward is the task's, from the root's x
         displacement and the clipped action."""
-        action = np.clip(action, self.action_space.low, self.action_space.high)
+        action = np.clip(action, ACTION_LOW, ACTION_HIGH)
         x_before = float(self.data.qpos[0])
         self.do_simulation(action, self.frame_skip)
         velocity = (float(self.data.qpos[0]) - x_before) / DT

@@ -64,3 +64,15 @@ def test_point_nav_vec_clips_as_the_env() -> None:
     obs_b, r_b, _ = b.step(np.clip(action, -0.1, 0.1))
     np.testing.assert_array_equal(obs_a, obs_b)
     np.testing.assert_array_equal(r_a, r_b)
+
+
+def test_the_clip_bounds_are_the_action_spaces() -> None:
+    from suites.tasks import ant, halfcheetah
+
+    for name in TASKS:
+        module = ant if name.startswith("ant") else halfcheetah if name.startswith("halfcheetah") else None
+        if module is None:
+            continue
+        dist = get_distribution(name)
+        space = dist.make_raw_env(dist.test_tasks(1)[0]).action_space
+        assert (space.low == module.ACTION_LOW).all() and (space.high == module.ACTION_HIGH).all(), name
