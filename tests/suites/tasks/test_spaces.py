@@ -1,4 +1,4 @@
-"""Parameter spaces: validation messages, the train / test split, sampling distributions."""
+"""Parameter spaces: validation messages, the train / validation / test (and OOD) splits, sampling distributions."""
 
 import numpy as np
 import pytest
