@@ -3,7 +3,13 @@
 Every variant observes the torso's x, y position too (``exclude_current_positions_from_
 observation=False``): obs = qpos (15) + qvel (14) + clipped contact forces of bodies 1..13
 (78) = 107. Velocity, goal distance and the contact cost are then functions of (obs, action,
-next_obs), and the batched rewards are exact.
+next_obs), and the batched rewards are exact. Actions are clipped to the action bounds [-1, 1]
+before the simulation and the control cost see them, in ``step`` and in the batched rewards alike
+(as the MAML code's normalised envs did), so a planner and the env charge the same cost.
+
+Splits (suites/tasks/README.md): crippled leg: train legs 0 and 1, validation leg 2, test leg 3;
+goal: interleaved grid cells, tasks of different splits >= 0.3 apart; the direction tasks share
+their two values (+1, -1) between train, validation and test: only seeds are held out there.
 
 References:
     Finn et al. 2017 (cbfinn/maml_rl: rllab/envs/mujoco/ant_env_rand_direc.py): direction
@@ -25,12 +31,20 @@ import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.utils import EzPickle
 
-from suites.tasks.base import Array, TaskDistribution, square_sum
+from suites.tasks.base import Array, TaskDistribution, clip, square_sum
 from suites.tasks.mujoco_models import CachedModelMixin
 from suites.tasks.spaces import ChoiceSpace, DiscSpace, ParamSpace, TaskParams
 
 DT = 0.05
 """Seconds per env step: timestep 0.01 x frame_skip 5."""
+
+ACTION_LOW, ACTION_HIGH = -1.0, 1.0
+"""Every actuator's control range (ant.xml ``ctrlrange``): the action space's bounds."""
+
+
+def _ctrl_cost_sq(action: Array) -> Array:
+    """||clip(a)||^2 over the last axis: the squared norm of the action the env applies."""
+    return square_sum(clip(action, ACTION_LOW, ACTION_HIGH))
 
 
 def _square_norm(action: np.ndarray) -> float:
@@ -86,7 +100,9 @@ class AntTaskEnv(CachedModelMixin, AntEnv):
     def step(  # type: ignore[override]  # gymnasium annotates reward and info as float64
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """One step; the task's reward from the torso's displacement, action and contacts."""
+        """One step of the action clipped to its bounds; the task's reward from the torso's
+        displacement, the clipped action and the contacts."""
+        action = np.clip(action, ACTION_LOW, ACTION_HIGH)
         xy_before = self.data.qpos[:2].copy()
         self.do_simulation(action, self.frame_skip)
         xy = self.data.qpos[:2].copy()
@@ -109,14 +125,17 @@ def _contact(next_obs: Array) -> Array:
 
 # ---- dynamics shift -------------------------------------------------------------------------
 
-CRIPPLED = ChoiceSpace(name="crippled_leg", train=(0, 1, 2), test=(3,), labels=tuple(enumerate(LEGS)))
+CRIPPLED = ChoiceSpace(name="crippled_leg", train=(0, 1), validation=(2,), test=(3,), labels=tuple(enumerate(LEGS)))
+"""Legs by hip position: 0 (+x, +y), 1 (-x, +y), 2 (-x, -y), 3 (+x, -y); the ant walks along +x. Train
+with a +y leg disabled; validation leg 2 and test leg 3 are the mirror images of training legs 1 and 0
+across the walking axis."""
 
 
 def forward_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """v_x - 0.005 ||a||^2 - 0.0005 ||clip(f)||^2 + 0.05: ant-dir's reward with direction +1."""
+    """v_x - 0.005 ||clip(a)||^2 - 0.0005 ||clip(f)||^2 + 0.05: ant-dir's reward with direction +1."""
     return (
         _x_velocity(obs, next_obs)
-        - DIR_CTRL_COST * square_sum(action)
+        - DIR_CTRL_COST * _ctrl_cost_sq(action)
         - CONTACT_COST * _contact(next_obs)
         + SURVIVE_REWARD
     )
@@ -144,23 +163,25 @@ class AntCrippledLegEnv(AntTaskEnv):
 # ---- reward-defined -------------------------------------------------------------------------
 
 DIRECTION = ChoiceSpace(name="direction", train=(1, -1), labels=((1, "+x"), (-1, "-x")))
-GOAL = DiscSpace(names=("goal_x", "goal_y"), radius=3.0)
+"""Only two values: train, validation and test share both; only seeds are held out."""
+GOAL = DiscSpace(names=("goal_x", "goal_y"), radius=3.0, cells=5)
+"""The disc of radius 3 split on 5 x 5 cells over [-3, 3]^2, splits >= 0.3 apart (0.05 of 6)."""
 
 
 def dir_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """dir * v_x - 0.005 ||a||^2 - 0.0005 ||clip(f)||^2 + 0.05 (maml_rl ant_env_rand_direc)."""
+    """dir * v_x - 0.005 ||clip(a)||^2 - 0.0005 ||clip(f)||^2 + 0.05 (maml_rl ant_env_rand_direc)."""
     return (
         task["direction"] * _x_velocity(obs, next_obs)
-        - DIR_CTRL_COST * square_sum(action)
+        - DIR_CTRL_COST * _ctrl_cost_sq(action)
         - CONTACT_COST * _contact(next_obs)
         + SURVIVE_REWARD
     )
 
 
 def goal_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """-|x - gx| - |y - gy| - 0.1 ||a||^2 - 0.0005 ||clip(f)||^2 (ProMP ant_rand_goal)."""
+    """-|x - gx| - |y - gy| - 0.1 ||clip(a)||^2 - 0.0005 ||clip(f)||^2 (ProMP ant_rand_goal)."""
     dist = abs(next_obs[..., 0] - task["goal_x"]) + abs(next_obs[..., 1] - task["goal_y"])
-    return -dist - GOAL_CTRL_COST * square_sum(action) - CONTACT_COST * _contact(next_obs)
+    return -dist - GOAL_CTRL_COST * _ctrl_cost_sq(action) - CONTACT_COST * _contact(next_obs)
 
 
 class AntDirEnv(AntTaskEnv):

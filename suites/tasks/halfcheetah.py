@@ -5,7 +5,15 @@ Every variant observes the root x position too (``exclude_current_positions_from
 False``; obs = qpos (9) + qvel (9) = 18), so the forward velocity the rewards use,
 v = (x' - x) / dt, is a function of (obs, next_obs) and the batched rewards are exact.
 Dynamics parameters are written into the compiled MuJoCo model from copies of its original
-arrays, so each ``set_task`` starts from the unmodified model.
+arrays, so each ``set_task`` starts from the unmodified model. Actions are clipped to the action
+bounds [-1, 1] before the simulation and the control cost see them, in ``step`` and in the batched
+rewards alike (as the MAML code's normalised envs did), so a planner and the env charge the same cost.
+
+Splits (suites/tasks/README.md): mass-damping and velocity on interleaved grid cells, tasks of
+different splits >= 0.05 of the range apart (mass-damping also has an out-of-distribution test
+region); crippled joint: train thighs and feet, validation the back shin, test the front shin; the
+direction tasks share their two values (+1, -1) between train, validation and test: only seeds are
+held out there.
 
 References:
     Finn et al. 2017, "Model-Agnostic Meta-Learning" (cbfinn/maml_rl: half_cheetah_env_rand.py,
@@ -23,12 +31,20 @@ import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
-from suites.tasks.base import Array, TaskDistribution, square_sum
+from suites.tasks.base import Array, TaskDistribution, clip, square_sum
 from suites.tasks.mujoco_models import CachedModelMixin
 from suites.tasks.spaces import BoxSpace, ChoiceSpace, ParamSpace, TaskParams
 
 DT = 0.05
 """Seconds per env step: timestep 0.01 x frame_skip 5."""
+
+ACTION_LOW, ACTION_HIGH = -1.0, 1.0
+"""Every actuator's control range (half_cheetah.xml ``ctrlrange``): the action space's bounds."""
+
+
+def _ctrl_cost_sq(action: Array) -> Array:
+    """||clip(a)||^2 over the last axis: the squared norm of the action the env applies."""
+    return square_sum(clip(action, ACTION_LOW, ACTION_HIGH))
 
 
 def _square_norm(action: np.ndarray) -> float:
@@ -77,7 +93,9 @@ class HalfCheetahTaskEnv(CachedModelMixin, HalfCheetahEnv):
     def step(  # type: ignore[override]  # gymnasium annotates reward and info as float64
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """One step; the reward is the task's, from the root's x displacement and the action."""
+        """One step of the action clipped to its bounds; the reward is the task's, from the root's x
+        displacement and the clipped action."""
+        action = np.clip(action, ACTION_LOW, ACTION_HIGH)
         x_before = float(self.data.qpos[0])
         self.do_simulation(action, self.frame_skip)
         velocity = (float(self.data.qpos[0]) - x_before) / DT
@@ -93,13 +111,19 @@ def _velocity(obs: Array, next_obs: Array) -> Array:
 
 # ---- dynamics shift -------------------------------------------------------------------------
 
-MASS_DAMPING = BoxSpace(names=("mass_scale", "damping_scale"), low=(0.5, 0.5), high=(1.5, 1.5))
-CRIPPLED = ChoiceSpace(name="crippled_joint", train=(0, 2, 3, 5), test=(1, 4), labels=tuple(enumerate(JOINTS)))
+MASS_DAMPING = BoxSpace(names=("mass_scale", "damping_scale"), low=(0.5, 0.5), high=(1.5, 1.5), cells=5,
+                        ood_low=(0.25, 0.25), ood_high=(2.0, 2.0))  # fmt: skip
+"""Task range [0.5, 1.5]^2 split on 5 x 5 cells, splits >= 0.05 apart (0.05 of the range); the
+out-of-distribution test region: [0.25, 2.0]^2 minus [0.45, 1.55]^2 (>= 0.05 outside the range)."""
+CRIPPLED = ChoiceSpace(name="crippled_joint", train=(0, 2, 3, 5), validation=(1,), test=(4,),
+                       labels=tuple(enumerate(JOINTS)))  # fmt: skip
+"""Train with a thigh or a foot disabled; validation: the back shin; test: the front shin (the same
+kind of joint as the validation one, on the other leg)."""
 
 
 def run_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """HalfCheetah-v5's own reward v - 0.1 ||a||^2 (the dynamics-shift tasks keep it)."""
-    return _velocity(obs, next_obs) - 0.1 * square_sum(action)
+    """HalfCheetah-v5's own reward v - 0.1 ||clip(a)||^2 (the dynamics-shift tasks keep it)."""
+    return _velocity(obs, next_obs) - 0.1 * _ctrl_cost_sq(action)
 
 
 class HalfCheetahMassDampingEnv(HalfCheetahTaskEnv):
@@ -139,18 +163,21 @@ class HalfCheetahCrippledJointEnv(HalfCheetahTaskEnv):
 
 # ---- reward-defined -------------------------------------------------------------------------
 
-VELOCITY = BoxSpace(names=("target_velocity",), low=(0.0,), high=(2.0,))
+VELOCITY = BoxSpace(names=("target_velocity",), low=(0.0,), high=(2.0,), cells=9)
+"""U[0, 2] split on 9 cells (train, validation, train, test, ..., train: both ends train), splits
+>= 0.1 m/s apart (0.05 of the range)."""
 DIRECTION = ChoiceSpace(name="direction", train=(1, -1), labels=((1, "forward"), (-1, "backward")))
+"""Only two values: train, validation and test share both; only seeds are held out."""
 
 
 def vel_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """-|v - v*| - 0.05 ||a||^2 (Finn et al. 2017)."""
-    return -abs(_velocity(obs, next_obs) - task["target_velocity"]) - 0.05 * square_sum(action)
+    """-|v - v*| - 0.05 ||clip(a)||^2 (Finn et al. 2017)."""
+    return -abs(_velocity(obs, next_obs) - task["target_velocity"]) - 0.05 * _ctrl_cost_sq(action)
 
 
 def dir_reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """dir * v - 0.05 ||a||^2 (Finn et al. 2017)."""
-    return task["direction"] * _velocity(obs, next_obs) - 0.05 * square_sum(action)
+    """dir * v - 0.05 ||clip(a)||^2 (Finn et al. 2017)."""
+    return task["direction"] * _velocity(obs, next_obs) - 0.05 * _ctrl_cost_sq(action)
 
 
 class HalfCheetahVelEnv(HalfCheetahTaskEnv):

@@ -14,7 +14,10 @@ from suites.tasks.base import Array, TaskDistribution, atan2
 from suites.tasks.spaces import BoxSpace, TaskParams
 
 NAME = "pendulum-mass-length"
-SPACE = BoxSpace(names=("mass", "length"), low=(0.5, 0.5), high=(2.0, 2.0))
+SPACE = BoxSpace(names=("mass", "length"), low=(0.5, 0.5), high=(2.0, 2.0), cells=5,
+                 ood_low=(0.25, 0.25), ood_high=(2.75, 2.75))  # fmt: skip
+"""Task range [0.5, 2.0]^2 split on 5 x 5 cells, splits >= 0.075 apart (0.05 of the range); the
+out-of-distribution test region: [0.25, 2.75]^2 minus [0.425, 2.075]^2 (>= 0.075 outside the range)."""
 MAX_TORQUE = 2.0
 
 

@@ -23,7 +23,8 @@ from suites.tasks.base import Array, TaskDistribution
 from suites.tasks.spaces import BoxSpace, TaskParams
 
 NAME = "point-nav-2d"
-SPACE = BoxSpace(names=("goal_x", "goal_y"), low=(-0.5, -0.5), high=(0.5, 0.5))
+SPACE = BoxSpace(names=("goal_x", "goal_y"), low=(-0.5, -0.5), high=(0.5, 0.5), cells=5)
+"""Goals in [-0.5, 0.5]^2 split on 5 x 5 cells, splits >= 0.05 apart (0.05 of the range)."""
 MAX_STEP = 0.1
 GOAL_TOLERANCE = 0.01
 
@@ -126,7 +127,12 @@ class PointNavVec:
 
 
 def reward(obs: Array, action: Array, next_obs: Array, task: TaskParams) -> Array:
-    """-||p' - g||_2 with p' the position after the step (= next_obs)."""
+    """-||p' - g||_2 with p' the position after the step (= next_obs).
+
+    No control cost: the action enters only through the move, which the env clips to
+    [-0.1, 0.1]^2 (``step`` and ``PointNavVec`` alike), so an action beyond the bounds moves the
+    point, and is rewarded, exactly as the clipped one.
+    """
     dx = next_obs[..., 0] - task["goal_x"]
     dy = next_obs[..., 1] - task["goal_y"]
     return -((dx * dx + dy * dy) ** 0.5)

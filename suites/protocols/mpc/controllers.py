@@ -3,7 +3,9 @@ MPC with a zoo model that adapts to the recent past.
 
 A controller is reset with the first observation, asked for an action, and shown each real
 transition; ``observe`` returns the one-step error of its model on that transition (None without
-a model), so the control loop can record the error along the episode.
+a model), so the control loop can record the error along the episode. When no candidate plan
+scores a finite return, ``act`` raises the planner's ``PlanningError`` with what the controller
+found non-finite (the observation, the model's state or weights), and the loop adds the step.
 
 ``ModelController`` carries the model's state along the real history, one step per real
 transition, and starts every imagined candidate rollout from it. Adaptation (GrBAL, Nagabandi,
@@ -31,12 +33,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor
+from torch.utils._pytree import tree_leaves
 
 from adaptation import Adapter
 from meta import MetaMAML
 from models import SequenceModel, State
 from suites.data import Normalizer
-from suites.protocols.mpc.planners import Planner
+from suites.protocols.mpc.planners import Planner, PlanningError
 from suites.protocols.mpc.rollout import DynamicsFn, ModelDynamics, RewardFn, imagined_returns
 
 
@@ -59,6 +62,15 @@ def box_bounds(space: spaces.Space) -> tuple[Tensor, Tensor]:
 
 def _tensor(x: np.ndarray) -> Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+def _non_finite(named: dict[str, object]) -> str:
+    """Which of the named tensors (or pytrees of tensors) hold a non-finite value, as a clause."""
+    bad = [name for name, value in named.items()
+           if any(isinstance(t, Tensor) and not bool(torch.isfinite(t).all()) for t in tree_leaves(value))]  # fmt: skip
+    if bad:
+        return "non-finite: " + ", ".join(bad)
+    return "finite: " + ", ".join(named) + " (the imagined rollouts diverge)"
 
 
 class RandomController:
@@ -101,7 +113,10 @@ class DynamicsController:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         o = _tensor(obs)
-        action = self.planner.plan(lambda a: imagined_returns(self.dynamics, self.reward, o, (), a))
+        try:
+            action = self.planner.plan(lambda a: imagined_returns(self.dynamics, self.reward, o, (), a))
+        except PlanningError as err:
+            raise err.because(_non_finite({"the observation": o})) from None
         return action.numpy()
 
     def observe(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float | None:
@@ -152,7 +167,15 @@ class ModelController:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         o = _tensor(obs)
-        action = self.planner.plan(lambda a: imagined_returns(self.dynamics, self.reward, o, self.state, a))
+        try:
+            action = self.planner.plan(lambda a: imagined_returns(self.dynamics, self.reward, o, self.state, a))
+        except PlanningError as err:
+            # MAML's fast weights when it has adapted; otherwise the model's own (which the Adapter updates)
+            fast = self.dynamics.weights
+            weights = ("the MAML-adapted weights", fast) if fast is not None else (
+                "the model's weights", dict(self.model.named_parameters()))  # fmt: skip
+            named = {"the observation": o, "the model's state": self.state, weights[0]: weights[1]}
+            raise err.because(_non_finite(named)) from None
         return action.numpy()
 
     def observe(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float | None:

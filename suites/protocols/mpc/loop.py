@@ -1,4 +1,9 @@
-"""The control loop: one episode of a controller in a real environment, with what it measured."""
+"""The control loop: one episode of a controller in a real environment, with what it measured.
+
+A step at which the controller has no plan to act on (every candidate scored a non-finite return)
+or returns a non-finite action ends the episode with ``PlanningError`` naming the step and the
+cause; the loop never acts on an arbitrary plan.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import dataclasses
 import time
 
 import gymnasium as gym
+import numpy as np
 
 from suites.protocols.mpc.controllers import Controller
+from suites.protocols.mpc.planners import PlanningError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +46,10 @@ def run_episode(env: gym.Env, controller: Controller, steps: int, seed: int) -> 
 
     Returns:
         The Episode.
+
+    Raises:
+        PlanningError: at the first step whose plan failed (no finite-scored candidate) or whose
+            action is non-finite; its ``step`` is that step (0-based) and its message names it.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"run_episode: steps expected an int >= 1, got {steps!r}")
@@ -46,10 +57,15 @@ def run_episode(env: gym.Env, controller: Controller, steps: int, seed: int) -> 
     controller.reset(obs)
     total, errors, plan_s = 0.0, [], []
     taken = 0
-    for _ in range(steps):
+    for t in range(steps):
         start = time.perf_counter()
-        action = controller.act(obs)
+        try:
+            action = controller.act(obs)
+        except PlanningError as err:
+            raise err.at_step(t) from None
         plan_s.append(time.perf_counter() - start)
+        if not np.isfinite(action).all():
+            raise PlanningError(f"the controller returned a non-finite action {np.asarray(action).tolist()}", t)
         next_obs, reward, terminated, _, _ = env.step(action)
         error = controller.observe(obs, action, next_obs)
         if error is not None:

@@ -4,6 +4,12 @@ A planner sees the world only through ``score(actions (N, H, A)) -> (N,)``, the 
 each candidate sequence, so the same planner drives a learned model, the true dynamics, or a toy
 cost. Actions are boxed: every sample is clipped to ``[low, high]``.
 
+Candidates whose predicted return is not finite (nan, +inf or -inf: a model that blew up in
+imagination) rank below every finite one: never the chosen sequence, never a CEM elite while a
+finite candidate exists. When no candidate of a round is finite there is no plan to act on, and the
+planner raises ``PlanningError`` naming the round and the counts (the control loop adds the step)
+instead of acting on an arbitrary candidate.
+
 References:
     Nagabandi, Kahn, Fearing, Levine (2018), "Neural Network Dynamics for Model-Based Deep RL
     with Model-Free Fine-Tuning": random shooting MPC with a learned dynamics model.
@@ -72,11 +78,45 @@ def _check_bounds(low: Tensor, high: Tensor) -> None:
         raise ValueError(f"action bounds: expected high > low everywhere, got low {low.tolist()} high {high.tolist()}")
 
 
-def _check_scores(scores: Tensor, n: int) -> Tensor:
+class PlanningError(RuntimeError):
+    """No candidate of a planning round scored a finite return, so there is no plan to act on.
+
+    Raised by the planners; the control loop re-raises it with the control step (``at_step``), and
+    a controller may add what it found non-finite. The message is one line.
+
+    Attributes:
+        cause: what went wrong, e.g. "all 64 candidate returns are non-finite (64 nan) in CEM round
+            1 of 2".
+        step: the episode's control step (0-based) at which it happened; None until the loop sets it.
+    """
+
+    def __init__(self, cause: str, step: int | None = None) -> None:
+        self.cause, self.step = cause, step
+        super().__init__(cause if step is None else f"control step {step}: {cause}")
+
+    def __reduce__(self) -> tuple[type[PlanningError], tuple[str, int | None]]:
+        return (PlanningError, (self.cause, self.step))  # keeps both fields through pickling (worker -> parent)
+
+    def at_step(self, step: int) -> PlanningError:
+        """The same error, naming the control step."""
+        return PlanningError(self.cause, step)
+
+    def because(self, detail: str) -> PlanningError:
+        """The same error with ``detail`` appended to its cause."""
+        return PlanningError(f"{self.cause}; {detail}", self.step)
+
+
+def _check_scores(scores: Tensor, n: int, where: str) -> Tensor:
+    """``scores`` with every non-finite value as -inf (ranked last); PlanningError if none is finite."""
     if scores.shape != (n,):
         raise ValueError(f"score: expected one return per candidate, shape ({n},), got {tuple(scores.shape)}")
-    # a candidate whose predicted return is not finite is never chosen
-    return torch.nan_to_num(scores, nan=-torch.inf, posinf=-torch.inf)
+    finite = torch.isfinite(scores)
+    if not bool(finite.any()):
+        counts = {"nan": int(scores.isnan().sum()), "+inf": int((scores == torch.inf).sum()),
+                  "-inf": int((scores == -torch.inf).sum())}  # fmt: skip
+        kinds = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        raise PlanningError(f"all {n} candidate returns are non-finite ({kinds}) in {where}")
+    return torch.where(finite, scores, torch.full_like(scores, -torch.inf))
 
 
 def random_shooting(score: ScoreFn, low: Tensor, high: Tensor, config: PlannerConfig,
@@ -90,12 +130,15 @@ def random_shooting(score: ScoreFn, low: Tensor, high: Tensor, config: PlannerCo
         generator: the random stream of the samples.
 
     Returns:
-        The best sequence, (H, A).
+        The best sequence, (H, A): the best finite-scored one.
+
+    Raises:
+        PlanningError: when no candidate scores a finite return.
     """
     _check_bounds(low, high)
     n, h = config.candidates, config.horizon
     actions = low + (high - low) * torch.rand(n, h, low.shape[0], generator=generator, dtype=low.dtype)
-    scores = _check_scores(score(actions), n)
+    scores = _check_scores(score(actions), n, "random shooting")
     return actions[scores.argmax()]
 
 
@@ -104,7 +147,8 @@ def cem(score: ScoreFn, low: Tensor, high: Tensor, config: PlannerConfig, genera
     """Cross-entropy method over action sequences (Chua et al. 2018).
 
     Each round draws N sequences from a diagonal Gaussian clipped to the bounds, keeps the
-    ``elites`` best, and moves the mean and standard deviation towards theirs.
+    ``elites`` best, and moves the mean and standard deviation towards theirs. Candidates with a
+    non-finite score are never elites: when fewer than ``elites`` are finite, the finite ones refit.
 
     Args:
         score: predicted return of candidate sequences.
@@ -115,6 +159,9 @@ def cem(score: ScoreFn, low: Tensor, high: Tensor, config: PlannerConfig, genera
 
     Returns:
         The final mean, (H, A).
+
+    Raises:
+        PlanningError: when no candidate of a round scores a finite return.
     """
     _check_bounds(low, high)
     n, h, a = config.candidates, config.horizon, low.shape[0]
@@ -123,11 +170,13 @@ def cem(score: ScoreFn, low: Tensor, high: Tensor, config: PlannerConfig, genera
     if mu.shape != (h, a):
         raise ValueError(f"cem mean: expected shape ({h}, {a}), got {tuple(mu.shape)}")
     std = half.expand(h, a).clone()
-    for _ in range(config.iterations):
+    for i in range(config.iterations):
         noise = torch.randn(n, h, a, generator=generator, dtype=low.dtype)
         actions = torch.maximum(torch.minimum(mu + std * noise, high), low)  # (N, H, A)
-        scores = _check_scores(score(actions), n)
-        elite = actions[scores.topk(config.elites).indices]  # (E, H, A)
+        scores = _check_scores(score(actions), n, f"CEM round {i + 1} of {config.iterations}")
+        top = scores.topk(config.elites).indices
+        top = top[scores[top] > -torch.inf]  # only finite-scored candidates refit (at least one is)
+        elite = actions[top]  # (E, H, A), E <= elites
         m = config.momentum
         mu = m * mu + (1 - m) * elite.mean(0)
         std = m * std + (1 - m) * elite.std(0, correction=0)
@@ -158,7 +207,12 @@ class Planner:
         self._previous = None
 
     def plan(self, score: ScoreFn) -> Tensor:
-        """The first action of the best plan, (A,)."""
+        """The first action of the best plan, (A,).
+
+        Raises:
+            PlanningError: when every candidate of a round scores a non-finite return (the warm
+                start is left as it was).
+        """
         if self.config.method == "random":
             return random_shooting(score, self.low, self.high, self.config, self.generator)[0]
         mean = None

@@ -1,5 +1,6 @@
 """Controllers in the control loop: MPC on the true pendulum beats random actions; the model
-controller records its errors, adapts on the recent past and never keeps what it adapted."""
+controller records its errors, adapts on the recent past and never keeps what it adapted; a step
+without a finite plan stops the episode with a PlanningError naming the step and the cause."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from suites.protocols.mpc import (
     box_bounds,
     run_episode,
 )
+from suites.protocols.mpc.planners import PlanningError
 from suites.tasks import get_distribution
 from tests.suites.protocols.mpc.true_pendulum import pendulum_step
 
@@ -121,3 +123,44 @@ def test_run_episode_checks_steps() -> None:
     env = PENDULUM.make_raw_env(PENDULUM.params(mass=1.0, length=1.0))
     with pytest.raises(ValueError, match="steps expected an int >= 1, got 0"):
         run_episode(env, RandomController(env.action_space, 0), 0, seed=0)
+
+
+def test_a_step_without_a_finite_plan_is_a_planning_error_naming_the_step() -> None:
+    task = PENDULUM.params(mass=1.0, length=1.0)
+    env = PENDULUM.make_raw_env(task)
+    low, high = box_bounds(env.action_space)
+    calls = {"n": 0}
+
+    def dynamics(o: torch.Tensor, a: torch.Tensor, s: tuple) -> tuple[torch.Tensor, tuple]:
+        # the true pendulum for the first 3 control steps (H = 2 rollout steps each), then nan
+        calls["n"] += 1
+        nxt = pendulum_step(o, a, 1.0, 1.0)
+        return (nxt if calls["n"] <= 3 * 2 else torch.full_like(nxt, float("nan"))), ()
+
+    planner = Planner(PlannerConfig("random", horizon=2, candidates=8), low, high, seed=0)
+    controller = DynamicsController(dynamics, lambda o, a, n: PENDULUM.reward(o, a, n, task), planner)
+    with pytest.raises(PlanningError) as err:
+        run_episode(env, controller, 10, seed=0)
+    assert err.value.step == 3
+    assert str(err.value) == ("control step 3: all 8 candidate returns are non-finite (8 nan) in random "
+                              "shooting; finite: the observation (the imagined rollouts diverge)")  # fmt: skip
+
+
+def test_model_controller_names_what_is_non_finite() -> None:
+    controller, model = _model_controller()
+    with torch.no_grad():
+        next(iter(model.parameters())).fill_(float("nan"))
+    env = PENDULUM.make_raw_env(PENDULUM.params(mass=1.0, length=1.0))
+    with pytest.raises(PlanningError, match=r"^control step 0: .* non-finite: the model's weights$"):
+        run_episode(env, controller, 5, seed=0)
+
+
+def test_a_non_finite_action_is_a_planning_error() -> None:
+    env = PENDULUM.make_raw_env(PENDULUM.params(mass=1.0, length=1.0))
+
+    class Broken(RandomController):
+        def act(self, obs: np.ndarray) -> np.ndarray:
+            return np.full(1, np.nan, dtype=np.float32)
+
+    with pytest.raises(PlanningError, match=r"control step 0: the controller returned a non-finite action \[nan\]"):
+        run_episode(env, Broken(env.action_space, 0), 5, seed=0)

@@ -1,12 +1,16 @@
-"""Planners: random shooting picks the best candidate, CEM beats it on a toy cost, bounds hold."""
+"""Planners: random shooting picks the best candidate, CEM beats it on a toy cost, bounds hold;
+non-finite scores rank last, and a round without a finite one raises PlanningError."""
 
 from __future__ import annotations
+
+import pickle
 
 import pytest
 import torch
 from torch import Tensor
 
 from suites.protocols.mpc import Planner, PlannerConfig, cem, random_shooting
+from suites.protocols.mpc.planners import PlanningError
 
 LOW, HIGH = torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 2.0])
 
@@ -103,3 +107,64 @@ def test_bad_bounds_and_scores_raise() -> None:
         random_shooting(lambda a: a.sum((1, 2)), HIGH, LOW, config, g)
     with pytest.raises(ValueError, match=r"score: expected one return per candidate, shape \(8,\)"):
         random_shooting(lambda a: a.sum(2), LOW, HIGH, config, g)
+
+
+def test_non_finite_candidates_rank_below_every_finite_one() -> None:
+    # +inf and -inf are non-finite too: a +inf predicted return (a model blowing up) is never chosen
+    def score(actions: Tensor) -> Tensor:
+        s = actions.sum((1, 2))
+        return torch.where(s > 1, torch.full_like(s, float("inf")), torch.where(s < -1, float("nan"), s))
+
+    config = PlannerConfig("random", 3, 64)
+    best = random_shooting(score, LOW, HIGH, config, torch.Generator().manual_seed(0))
+    candidates = LOW + (HIGH - LOW) * torch.rand(64, 3, 2, generator=torch.Generator().manual_seed(0))
+    sums = candidates.sum((1, 2))
+    finite = sums[(sums <= 1) & (sums >= -1)]
+    assert float(best.sum()) == pytest.approx(float(finite.max()))
+
+
+def test_cem_refits_on_finite_elites_only() -> None:
+    # only the first 3 candidates score finite, fewer than the 8 elites; with one round and no
+    # momentum the plan is their mean: no nan-scored candidate is an elite
+    config = PlannerConfig("cem", 2, 32, iterations=1, elites=8, momentum=0.0)
+
+    def score(actions: Tensor) -> Tensor:
+        s = -actions.pow(2).sum((1, 2))
+        s[3:] = float("nan")
+        return s
+
+    plan = cem(score, LOW, HIGH, config, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    mid, half = (LOW + HIGH) / 2, (HIGH - LOW) / 2
+    actions = torch.maximum(torch.minimum(mid + half * torch.randn(32, 2, 2, generator=g), HIGH), LOW)
+    assert torch.allclose(plan, actions[:3].mean(0))
+
+
+def test_all_non_finite_scores_raise_a_planning_error_naming_the_round() -> None:
+    g = torch.Generator().manual_seed(0)
+    nan = lambda a: torch.full((a.shape[0],), float("nan"))  # noqa: E731
+    with pytest.raises(PlanningError, match=r"all 8 candidate returns are non-finite \(8 nan\) in random shooting"):
+        random_shooting(nan, LOW, HIGH, PlannerConfig("random", 3, 8), g)
+    mixed = torch.tensor([float("nan"), float("inf"), -float("inf"), float("nan")] * 2)
+    with pytest.raises(PlanningError, match=r"\(4 nan, 2 \+inf, 2 -inf\) in CEM round 1 of 2"):
+        cem(lambda a: mixed, LOW, HIGH, PlannerConfig("cem", 3, 8, 2, 4), g)
+    calls = []
+
+    def second_round_fails(actions: Tensor) -> Tensor:
+        calls.append(1)
+        return actions.sum((1, 2)) if len(calls) == 1 else nan(actions)
+
+    planner = Planner(PlannerConfig("cem", 3, 8, 3, 4), LOW, HIGH, seed=0)
+    with pytest.raises(PlanningError, match="in CEM round 2 of 3") as err:
+        planner.plan(second_round_fails)
+    assert err.value.step is None and planner._previous is None  # no plan kept from a failed step
+
+
+def test_planning_error_carries_its_step_and_pickles() -> None:
+    err = PlanningError("all 4 candidate returns are non-finite (4 nan) in random shooting")
+    at = err.at_step(37).because("non-finite: the model's state")
+    assert at.step == 37
+    assert str(at) == ("control step 37: all 4 candidate returns are non-finite (4 nan) in random shooting; "
+                       "non-finite: the model's state")  # fmt: skip
+    back = pickle.loads(pickle.dumps(at))
+    assert (type(back), back.step, str(back)) == (PlanningError, 37, str(at))
