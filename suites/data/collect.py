@@ -75,7 +75,8 @@ def _act_dim(space: spaces.Space) -> int:
 
 
 def _encode(actions: np.ndarray, space: spaces.Space, n: int, where: str) -> np.ndarray:
-    """A behaviour policy's output as (n, act_dim) floats (one-hot when discrete); ValueError on a bad shape."""
+    """A behaviour policy's output as (n, act_dim) floats (one-hot when discrete, clipped to the
+    bounds of a Box); ValueError on a bad shape."""
     actions = np.asarray(actions)
     if isinstance(space, spaces.Discrete):
         if actions.shape != (n,) or not np.issubdtype(actions.dtype, np.integer):
@@ -92,7 +93,8 @@ def _encode(actions: np.ndarray, space: spaces.Space, n: int, where: str) -> np.
     expect = (n, *tuple(space.shape or ()))
     if actions.shape != expect:
         raise ValueError(f"{where}: policy expected actions of shape {expect}, got {actions.shape}")
-    return actions
+    # the env acts on the clipped action, so the model's input is the clipped action too
+    return np.clip(actions, space.low, space.high)
 
 
 def _rollout(

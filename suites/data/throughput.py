@@ -51,7 +51,7 @@ class Throughput:
 
 def _raw_steps_per_s(name: str, steps: int, seed: int) -> float:
     dist = get_distribution(name)
-    env = dist.make_env(dist.test_tasks(1)[0])
+    env = dist.make_env(dist.validation_tasks(1)[0])
     env.reset(seed=seed)
     low, high = env.action_space.low, env.action_space.high  # type: ignore[attr-defined]
     rng = np.random.default_rng(seed)
@@ -68,7 +68,7 @@ def _raw_steps_per_s(name: str, steps: int, seed: int) -> float:
 
 def _vector_steps_per_s(name: str, steps: int, episodes: int, seed: int) -> float:
     dist = get_distribution(name)
-    task = dist.test_tasks(1)[0]
+    task = dist.validation_tasks(1)[0]
     venv = gym.vector.SyncVectorEnv([partial(dist.make_env, task) for _ in range(episodes)])
     venv.reset(seed=seed)
     space = venv.single_action_space
@@ -86,7 +86,7 @@ def _vector_steps_per_s(name: str, steps: int, episodes: int, seed: int) -> floa
 def _collect_steps_per_s(name: str, tasks: int, episodes: int, horizon: int, seed: int) -> float:
     dist = get_distribution(name)
     start = time.process_time()
-    collect(dist, dist.test_tasks(tasks), episodes=episodes, horizon=horizon, seed=seed)
+    collect(dist, dist.validation_tasks(tasks), episodes=episodes, horizon=horizon, seed=seed)
     return tasks * episodes * horizon / (time.process_time() - start)
 
 

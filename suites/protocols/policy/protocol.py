@@ -147,7 +147,7 @@ def run(cell: Cell) -> list[Measurement]:
     horizon = s.horizon or dist.horizon
 
     # 1. the policy
-    probe = dist.make_raw_env(dist.test_tasks(1)[0])
+    probe = dist.make_raw_env(dist.validation_tasks(1)[0])
     obs_dim = int(probe.observation_space.shape[0])  # type: ignore[index]
     policy = make_policy(cell.model, obs_dim, probe.action_space, param_budget=cell.param_budget, init_std=s.init_std)
     probe.close()

@@ -241,3 +241,13 @@ def test_switching_stream_bad_input() -> None:
         collect_switching_stream(dist, a, b, horizon=10, switch_at=10, seed=0)
     with pytest.raises(ValueError, match="horizon expected an int >= 2, got 1"):
         collect_switching_stream(dist, a, b, horizon=1, switch_at=1, seed=0)
+
+
+def test_actions_beyond_the_bounds_are_recorded_as_the_env_applies_them() -> None:
+    dist = get_distribution("pendulum-mass-length")
+    tasks = dist.sample(2, np.random.default_rng(0))
+    wild = collect(dist, tasks, episodes=1, horizon=5, seed=0, policy=lambda obs: np.full((len(obs), 1), 7.5))
+    tame = collect(dist, tasks, episodes=1, horizon=5, seed=0, policy=lambda obs: np.full((len(obs), 1), 2.0))
+    assert float(dist.make_raw_env(tasks[0]).action_space.high[0]) == 2.0  # Pendulum-v1's torque bound
+    assert np.array_equal(np.asarray(wild.inputs), np.asarray(tame.inputs))
+    assert np.array_equal(np.asarray(wild.targets), np.asarray(tame.targets))
