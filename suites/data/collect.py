@@ -94,7 +94,7 @@ def _encode(actions: np.ndarray, space: spaces.Space, n: int, where: str) -> np.
     if actions.shape != expect:
         raise ValueError(f"{where}: policy expected actions of shape {expect}, got {actions.shape}")
     # the env acts on the clipped action, so the model's input is the clipped action too
-    return np.clip(actions, space.low, space.high)
+    return np.clip(actions, space.low, space.high) if isinstance(space, spaces.Box) else actions
 
 
 def _rollout(

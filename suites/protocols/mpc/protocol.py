@@ -80,6 +80,7 @@ from suites.protocols.mpc import (
     run_episode,
 )
 from suites.protocols.mpc.controllers import Controller
+from suites.protocols.mpc.planners import PlanningError
 from suites.tasks import TaskDistribution, TaskParams, get_distribution, tasks_of_family
 from suites.tasks.spaces import MAX_TEST_TASKS
 
@@ -219,7 +220,8 @@ def run(cell: Cell) -> list[Measurement]:
             models.append(model.eval())
         episodes = []
         for task, m in zip(test_params, models, strict=True):
-            episodes += _episodes(dist, [task], s, cell.seed, functools.partial(_controller, m, normalizer, dist, s=s))
+            episodes += _episodes(dist, [task], s, cell.seed, functools.partial(_controller, m, normalizer, dist, s=s),
+                                  "oracle")  # fmt: skip
         return _measurements("oracle", episodes, count_params(models[0]))
 
     if cell.training_arm != "maml":
@@ -236,7 +238,8 @@ def run(cell: Cell) -> list[Measurement]:
     for arm in cell.reported_arms:
         if arm == "random":
             space = dist.make_raw_env(test_params[0]).action_space
-            eps = _episodes(dist, test_params, s, cell.seed, functools.partial(_random_controller, space, cell.seed))
+            eps = _episodes(dist, test_params, s, cell.seed, functools.partial(_random_controller, space, cell.seed),
+                            arm)  # fmt: skip
             out += _measurements(arm, eps, None)
             continue
         with adapter.session():  # the Adapter's updates never outlive its arm
@@ -246,7 +249,7 @@ def run(cell: Cell) -> list[Measurement]:
                                    maml=maml if arm == "maml" else None,
                                    adapter=adapter if arm == "maml+adapter" else None)  # fmt: skip
 
-            out += _measurements(arm, _episodes(dist, test_params, s, cell.seed, make), count_params(model))
+            out += _measurements(arm, _episodes(dist, test_params, s, cell.seed, make, arm), count_params(model))
     return out
 
 
@@ -276,15 +279,21 @@ def _random_controller(space: gym.spaces.Space, seed: int, task: TaskParams) -> 
 
 
 def _episodes(dist: TaskDistribution, tasks: list[TaskParams], s: MPCSettings, seed: int,
-              make_controller: ControllerFactory) -> list[Episode]:  # fmt: skip
-    """``s.episodes`` episodes per task, each from a reset seeded by (seed, task, episode)."""
+              make_controller: ControllerFactory, arm: str) -> list[Episode]:  # fmt: skip
+    """``s.episodes`` episodes per task, each from a reset seeded by (seed, task, episode).
+
+    A planning failure (no candidate with a finite return) fails the cell, naming the arm, task,
+    episode and control step: a truncated episode's return is never reported."""
     episodes = []
     for i, task in enumerate(tasks):
         env = dist.make_raw_env(task)
         controller = make_controller(task)
         for j in range(s.episodes):
             torch.manual_seed(seed)  # any torch randomness of a controller is the same for every arm
-            episodes.append(run_episode(env, controller, s.episode_steps, seed=30_000 + 1_000 * seed + 10 * i + j))
+            try:
+                episodes.append(run_episode(env, controller, s.episode_steps, seed=30_000 + 1_000 * seed + 10 * i + j))
+            except PlanningError as err:
+                raise PlanningError(f"arm {arm}, task {task}, episode {j}: {err.cause}", err.step) from err
         env.close()
     return episodes
 

@@ -138,3 +138,16 @@ def test_mujoco_dynamics_tasks_run_every_arm(task: str) -> None:
     for arm in ("unadapted", "maml", "maml+adapter", "oracle"):
         steps = [r.step for r in rows if r.arm == arm and r.metric == "model_error"]
         assert steps == list(range(len(steps))) and 1 <= len(steps) <= STEPS
+
+
+def test_a_planning_failure_fails_the_cell_naming_arm_task_episode_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import suites.protocols.mpc.protocol as protocol
+    from suites.protocols.mpc.planners import PlanningError
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise PlanningError("all 8 candidate returns are non-finite (8 nan) in CEM round 1 of 2", 3)
+
+    monkeypatch.setattr(protocol, "run_episode", failing)
+    with pytest.raises(PlanningError, match=r"^control step 3: arm unadapted, task TaskParams\('pendulum-mass-length'"
+                                            r".*, episode 0: all 8 candidate returns are non-finite"):  # fmt: skip
+        run(cell("mlp", "maml", ("unadapted",)))
