@@ -1,7 +1,7 @@
 """The contract of the stateful interface, checked for every registered model.
 
-A model added to ``models.MODELS`` is covered here with no new test (DESIGN.md, "The stateful
-interface").
+A model added to ``models.MODELS`` is covered here with no new test (docs/architecture.md, "The
+model contract").
 """
 
 from __future__ import annotations
