@@ -94,7 +94,8 @@ def step_leaves(module: nn.Module, leaves: list[Tensor | None] | None = None) ->
     if leaves is None:
         leaves = []
     leaves += module._parameters.values()
-    for sub in cast(dict[str, nn.Module], module._modules).values():
+    subs: Any = module._modules  # typed Module | None; not cast(): its dict[...] costs more than the walk
+    for sub in subs.values():
         if sub._modules:
             step_leaves(sub, leaves)
         else:
