@@ -220,8 +220,8 @@ def run(cell: Cell) -> list[Measurement]:
             models.append(model.eval())
         episodes = []
         for task, m in zip(test_params, models, strict=True):
-            episodes += _episodes(dist, [task], s, cell.seed, functools.partial(_controller, m, normalizer, dist, s=s),
-                                  "oracle")  # fmt: skip
+            make_oracle = functools.partial(_controller, m, normalizer, dist, s=s, seed=cell.seed)
+            episodes += _episodes(dist, [task], s, cell.seed, make_oracle, "oracle")
         return _measurements("oracle", episodes, count_params(models[0]))
 
     if cell.training_arm != "maml":
@@ -245,12 +245,17 @@ def run(cell: Cell) -> list[Measurement]:
         with adapter.session():  # the Adapter's updates never outlive its arm
 
             def make(task: TaskParams, arm: str = arm) -> Controller:
-                return _controller(model, normalizer, dist, task, s,
+                return _controller(model, normalizer, dist, task, s, cell.seed,
                                    maml=maml if arm == "maml" else None,
                                    adapter=adapter if arm == "maml+adapter" else None)  # fmt: skip
 
             out += _measurements(arm, _episodes(dist, test_params, s, cell.seed, make, arm), count_params(model))
     return out
+
+
+def planner_seed(seed: int) -> int:
+    """The planner's seed for a cell seed (its own stream, apart from collection and episodes)."""
+    return 50_000 + seed
 
 
 def _controller(
@@ -259,6 +264,7 @@ def _controller(
     dist: TaskDistribution,
     task: TaskParams,
     s: MPCSettings,
+    seed: int,
     maml: MetaMAML | None = None,
     adapter: Adapter | None = None,
 ) -> Controller:
@@ -267,8 +273,9 @@ def _controller(
 
     reward_fn: RewardFn = reward
     low, high = box_bounds(dist.make_raw_env(task).action_space)
-    # the planner's samples depend on the seed only, so all arms draw the same ones
-    planner = Planner(s.planner_config(), low, high, seed=0)
+    # the planner's samples depend on the cell's seed only: all arms of a seed draw the same ones,
+    # and seeds draw their own
+    planner = Planner(s.planner_config(), low, high, seed=planner_seed(seed))
     every = s.adapter_every if adapter is not None else s.adapt_every
     return ModelController(model, normalizer, reward_fn, planner, maml=maml, adapter=adapter, window=s.adapt_window,
                            every=every, maml_steps=s.adapt_steps)  # fmt: skip

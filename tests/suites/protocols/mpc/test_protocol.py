@@ -151,3 +151,27 @@ def test_a_planning_failure_fails_the_cell_naming_arm_task_episode_and_step(monk
     with pytest.raises(PlanningError, match=r"^control step 3: arm unadapted, task TaskParams\('pendulum-mass-length'"
                                             r".*, episode 0: all 8 candidate returns are non-finite"):  # fmt: skip
         run(cell("mlp", "maml", ("unadapted",)))
+
+
+def test_the_planner_draws_from_the_cells_seed_shared_by_its_arms(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import suites.protocols.mpc.protocol as protocol
+
+    seeds: list[tuple[int, int]] = []
+    real = protocol.Planner
+
+    def spy(config: object, low: object, high: object, seed: int) -> object:
+        seeds.append((cell_seed, seed))
+        return real(config, low, high, seed=seed)
+
+    monkeypatch.setattr(protocol, "Planner", spy)
+    rows = {}
+    for cell_seed in (0, 1, 0):
+        c = dataclasses.replace(cell("mlp", "maml", ("unadapted", "maml")), seed=cell_seed)
+        rows.setdefault(cell_seed, []).append([(r.arm, r.metric, r.step, r.value) for r in run(c)
+                                               if r.metric != "plan_ms"])  # fmt: skip
+    by_cell = {cs: {s for c, s in seeds if c == cs} for cs in (0, 1)}
+    assert len(by_cell[0]) == 1 and len(by_cell[1]) == 1  # one planner stream per seed, for every arm
+    assert by_cell[0] != by_cell[1]  # seeds draw their own planner noise
+    assert rows[0][0] == rows[0][1]  # and one seed repeats exactly
