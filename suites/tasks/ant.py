@@ -32,8 +32,9 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.utils import EzPickle
 
 from suites.tasks.base import Array, TaskDistribution, clip, square_sum
+from suites.tasks.grid_spaces import DiscSpace
 from suites.tasks.mujoco_models import CachedModelMixin
-from suites.tasks.spaces import ChoiceSpace, DiscSpace, ParamSpace, TaskParams
+from suites.tasks.spaces import ChoiceSpace, ParamSpace, TaskParams
 
 DT = 0.05
 """Seconds per env step: timestep 0.01 x frame_skip 5."""

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 from suites.tasks.base import Array, TaskDistribution, atan2
-from suites.tasks.spaces import BoxSpace, TaskParams
+from suites.tasks.grid_spaces import BoxSpace
+from suites.tasks.spaces import TaskParams
 
 NAME = "pendulum-mass-length"
 SPACE = BoxSpace(names=("mass", "length"), low=(0.5, 0.5), high=(2.0, 2.0), cells=5,

@@ -20,7 +20,8 @@ import numpy as np
 from gymnasium import spaces
 
 from suites.tasks.base import Array, TaskDistribution
-from suites.tasks.spaces import BoxSpace, TaskParams
+from suites.tasks.grid_spaces import BoxSpace
+from suites.tasks.spaces import TaskParams
 
 NAME = "point-nav-2d"
 SPACE = BoxSpace(names=("goal_x", "goal_y"), low=(-0.5, -0.5), high=(0.5, 0.5), cells=5)

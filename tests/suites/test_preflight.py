@@ -105,7 +105,7 @@ def test_output_dir_bad_paths(path: str, message: str, tmp_path: Path, monkeypat
                 "scheduler:8786", "ws://host-1.cluster:443", "inproc://10.0.0.1/123/1"],
 )  # fmt: skip
 def test_scheduler_addresses_that_look_right(address: str) -> None:
-    check_scheduler_address(address)
+    assert check_scheduler_address(address) is None  # no PreflightError
 
 
 @pytest.mark.parametrize(

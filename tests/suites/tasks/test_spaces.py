@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from suites.tasks.spaces import MAX_TEST_TASKS, BoxSpace, ChoiceSpace, DiscSpace, TaskParams
+from suites.tasks.grid_spaces import BoxSpace, DiscSpace
+from suites.tasks.spaces import MAX_TEST_TASKS, ChoiceSpace, TaskParams
 
 BOX = BoxSpace(names=("mass", "length"), low=(0.5, 0.5), high=(2.0, 2.0))
 
