@@ -153,14 +153,14 @@ def fuse(
 
 
 def run_fused(
-    weights: FusedStep[_Layer], x: Tensor, states: Sequence[Tensor], layer_step: Callable[[_Layer, Tensor, Tensor], Any]
+    weights: FusedStep[_Layer], x: Tensor, states: Sequence[Tensor], layer_step: Callable[..., Any], *extra: Any
 ) -> tuple[Tensor, list[Tensor]]:
     """One step of a model on its fused weights: x (B, in), one state per layer -> y (B, out) and the
-    new states; ``layer_step(layer, h, state) -> (h, state)`` is the model's layer."""
+    new states; ``layer_step(layer, h, state, *extra) -> (h, state)`` is the model's layer."""
     h = torch.addmm(weights.encoder_bias, x, weights.encoder)  # (B, D)
     new_states = []
     for layer, s in zip(weights.layers, states, strict=True):
-        h, s = layer_step(layer, h, s)
+        h, s = layer_step(layer, h, s, *extra)
         new_states.append(s)
     n = weights.norm
     if n is not None:
@@ -258,7 +258,7 @@ def transformer_step(
 ) -> tuple[Tensor, list[Tensor]]:
     """``Transformer._differentiable_step`` on fused weights: x (B, in), caches (B, C, 2A) per layer,
     mask (B, 1, C + 1) or None -> y (B, out), the next caches."""
-    return run_fused(weights, x, caches, lambda layer, h, kv: _transformer_layer_step(layer, h, kv, mask))
+    return run_fused(weights, x, caches, _transformer_layer_step, mask)
 
 
 def _transformer_layer(block: Block) -> TransformerLayer:
