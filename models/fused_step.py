@@ -13,6 +13,7 @@ weights and layer step follow.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -153,14 +154,14 @@ def fuse(
 
 
 def run_fused(
-    weights: FusedStep[_Layer], x: Tensor, states: Sequence[Tensor], layer_step: Callable[..., Any], *extra: Any
+    weights: FusedStep[_Layer], x: Tensor, states: Sequence[Tensor], layer_step: Callable[[_Layer, Tensor, Tensor], Any]
 ) -> tuple[Tensor, list[Tensor]]:
     """One step of a model on its fused weights: x (B, in), one state per layer -> y (B, out) and the
-    new states; ``layer_step(layer, h, state, *extra) -> (h, state)`` is the model's layer."""
+    new states; ``layer_step(layer, h, state) -> (h, state)`` is the model's layer."""
     h = torch.addmm(weights.encoder_bias, x, weights.encoder)  # (B, D)
     new_states = []
     for layer, s in zip(weights.layers, states, strict=True):
-        h, s = layer_step(layer, h, s, *extra)
+        h, s = layer_step(layer, h, s)
         new_states.append(s)
     n = weights.norm
     if n is not None:
@@ -258,7 +259,8 @@ def transformer_step(
 ) -> tuple[Tensor, list[Tensor]]:
     """``Transformer._differentiable_step`` on fused weights: x (B, in), caches (B, C, 2A) per layer,
     mask (B, 1, C + 1) or None -> y (B, out), the next caches."""
-    return run_fused(weights, x, caches, _transformer_layer_step, mask)
+    # partial, not a lambda: no Python frame of its own per layer
+    return run_fused(weights, x, caches, functools.partial(_transformer_layer_step, mask=mask))
 
 
 def _transformer_layer(block: Block) -> TransformerLayer:
